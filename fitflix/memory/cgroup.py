@@ -1,0 +1,239 @@
+"""Read the container's memory and CPU limits from cgroup v1 or v2.
+
+Every function takes `root`, the folder that stands for `/`, so tests run the
+same code against fake trees in a temporary folder. Nothing here caches: the
+caller decides how often to read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# cgroup v1 reports "no limit" as the largest page-aligned signed 64-bit value
+# (9223372036854771712 on 4 KiB pages); anything this large is no limit.
+V1_NO_LIMIT_BYTES = 1 << 62
+
+
+@dataclass(frozen=True)
+class Cgroup:
+    """Where this process's memory and CPU controllers live."""
+
+    version: int  # 1 or 2
+    memory_dir: Path | None
+    cpu_dir: Path | None
+    mount_dir: Path  # the hierarchy's mount point: limits are looked up to here
+    cpu_mount_dir: Path | None
+    path: str  # the cgroup path as /proc/self/cgroup names it
+
+    def read_memory(self) -> CgroupMemory:
+        return read_memory(self)
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    limit_bytes: int | None
+    usage_bytes: int | None
+    working_set_bytes: int | None
+    oom_kills: int | None
+
+
+@dataclass(frozen=True)
+class _Mount:
+    mount_root: str
+    mount_point: str
+    fstype: str
+    super_options: frozenset[str]
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read_text(path)
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def _read_keyed(path: Path) -> dict[str, int]:
+    """Parse `key value` lines (memory.stat, memory.events, memory.oom_control)."""
+    values: dict[str, int] = {}
+    for line in (_read_text(path) or "").splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            values[key] = int(value)
+    return values
+
+
+def _mounts(root: Path) -> list[_Mount]:
+    mounts = []
+    for line in (_read_text(root / "proc/self/mountinfo") or "").splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        dash = fields.index("-")
+        if len(fields) < dash + 4 or dash < 5:
+            continue
+        mounts.append(
+            _Mount(
+                mount_root=fields[3],
+                mount_point=fields[4],
+                fstype=fields[dash + 1],
+                super_options=frozenset(fields[dash + 3].split(",")),
+            )
+        )
+    return mounts
+
+
+def _join(root: Path, mount: _Mount, cgroup_path: str) -> Path:
+    """The folder of `cgroup_path` under `mount`.
+
+    Without a cgroup namespace the path names the cgroup from the hierarchy's
+    root, and a container may see only a bind mount of its own part
+    (mount root = that part); with a namespace the path is relative to what
+    the container sees, often just "/".
+    """
+    relative = cgroup_path
+    if mount.mount_root != "/" and (cgroup_path + "/").startswith(mount.mount_root.rstrip("/") + "/"):
+        relative = cgroup_path[len(mount.mount_root.rstrip("/")) :]
+    mount_dir = root / mount.mount_point.lstrip("/")
+    candidate = mount_dir / relative.lstrip("/")
+    return candidate if candidate.is_dir() else mount_dir
+
+
+def find_cgroup(root: Path = Path("/")) -> Cgroup | None:
+    """Locate this process's memory cgroup, v1 first, else v2; None without one."""
+    v1_paths: dict[str, str] = {}
+    v2_path = None
+    for line in (_read_text(root / "proc/self/cgroup") or "").splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            v2_path = path
+        for controller in controllers.split(","):
+            if controller:
+                v1_paths[controller] = path
+    mounts = _mounts(root)
+
+    def v1_mount(controller: str) -> _Mount | None:
+        for mount in mounts:
+            if mount.fstype == "cgroup" and controller in mount.super_options:
+                return mount
+        return None
+
+    memory_mount = v1_mount("memory")
+    if "memory" in v1_paths and memory_mount is not None:
+        cpu_mount = v1_mount("cpu")
+        cpu_dir = _join(root, cpu_mount, v1_paths["cpu"]) if cpu_mount and "cpu" in v1_paths else None
+        return Cgroup(
+            version=1,
+            memory_dir=_join(root, memory_mount, v1_paths["memory"]),
+            cpu_dir=cpu_dir,
+            mount_dir=root / memory_mount.mount_point.lstrip("/"),
+            cpu_mount_dir=root / cpu_mount.mount_point.lstrip("/") if cpu_mount else None,
+            path=v1_paths["memory"],
+        )
+    if v2_path is not None:
+        for mount in mounts:
+            if mount.fstype == "cgroup2":
+                directory = _join(root, mount, v2_path)
+                mount_dir = root / mount.mount_point.lstrip("/")
+                has_memory = "memory" in (_read_text(directory / "cgroup.controllers") or "").split()
+                return Cgroup(
+                    version=2,
+                    memory_dir=directory if has_memory or (directory / "memory.current").exists() else None,
+                    cpu_dir=directory,
+                    mount_dir=mount_dir,
+                    cpu_mount_dir=mount_dir,
+                    path=v2_path,
+                )
+    return None
+
+
+def _ancestors(directory: Path, stop: Path) -> list[Path]:
+    """`directory` and its parents up to and including `stop`."""
+    chain = [directory]
+    while directory != stop and stop in directory.parents:
+        directory = directory.parent
+        chain.append(directory)
+    return chain
+
+
+def memory_limit_bytes(cgroup: Cgroup) -> int | None:
+    """The effective limit: the tightest one on the way up; None for no limit."""
+    if cgroup.memory_dir is None:
+        return None
+    if cgroup.version == 1:
+        limit = _read_keyed(cgroup.memory_dir / "memory.stat").get("hierarchical_memory_limit")
+        if limit is None:
+            limit = _read_int(cgroup.memory_dir / "memory.limit_in_bytes")
+        return limit if limit is not None and limit < V1_NO_LIMIT_BYTES else None
+    limits = [
+        value
+        for directory in _ancestors(cgroup.memory_dir, cgroup.mount_dir)
+        if (value := _read_int(directory / "memory.max")) is not None
+    ]
+    return min(limits) if limits else None
+
+
+def read_memory(cgroup: Cgroup) -> CgroupMemory:
+    """Limit, usage, working set and OOM kills as the kernel counts them."""
+    directory = cgroup.memory_dir
+    if directory is None:
+        return CgroupMemory(None, None, None, None)
+    if cgroup.version == 1:
+        usage = _read_int(directory / "memory.usage_in_bytes")
+        inactive_file = _read_keyed(directory / "memory.stat").get("total_inactive_file")
+        oom_kills = _read_keyed(directory / "memory.oom_control").get("oom_kill")
+    else:
+        usage = _read_int(directory / "memory.current")
+        inactive_file = _read_keyed(directory / "memory.stat").get("inactive_file")
+        oom_kills = _read_keyed(directory / "memory.events").get("oom_kill")
+    working_set = None
+    if usage is not None:
+        working_set = max(usage - (inactive_file or 0), 0)
+    return CgroupMemory(memory_limit_bytes(cgroup), usage, working_set, oom_kills)
+
+
+def cpu_quota(cgroup: Cgroup | None) -> float | None:
+    """CPUs the cgroup's CFS quota allows (the tightest on the way up); None for no quota."""
+    if cgroup is None or cgroup.cpu_dir is None:
+        return None
+    quotas = []
+    stop = cgroup.cpu_mount_dir or cgroup.cpu_dir
+    for directory in _ancestors(cgroup.cpu_dir, stop):
+        if cgroup.version == 1:
+            quota = (_read_text(directory / "cpu.cfs_quota_us") or "").strip()
+            period = _read_int(directory / "cpu.cfs_period_us")
+            if quota.isdigit() and period:
+                quotas.append(int(quota) / period)
+        else:
+            fields = (_read_text(directory / "cpu.max") or "").split()
+            if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[1]):
+                quotas.append(int(fields[0]) / int(fields[1]))
+    return min(quotas) if quotas else None
+
+
+def host_memory_bytes(root: Path = Path("/")) -> int | None:
+    """MemTotal from /proc/meminfo."""
+    for line in (_read_text(root / "proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def usable_cpus(cgroup: Cgroup | None, affinity_count: int | None = None) -> tuple[float, str]:
+    """CPUs this service may use and where that number came from."""
+    if affinity_count is None:
+        affinity_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cpu_quota(cgroup)
+    if quota is not None and quota < affinity_count:
+        return quota, f"cgroup v{cgroup.version} CPU quota" if cgroup else "cgroup CPU quota"
+    return float(affinity_count), "CPU affinity"

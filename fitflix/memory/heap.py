@@ -1,0 +1,52 @@
+"""glibc malloc's own view of this process's heap (`mallinfo2`), and `malloc_trim`.
+
+Python has no V8 heap; the closest honest figures for the Node.js fields are
+what glibc's allocator holds. Small Python objects live in pymalloc arenas
+that glibc does not count, so these figures are a floor, not the whole story.
+On a libc without these calls (musl, macOS) the figures are None.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from dataclasses import dataclass
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.mallinfo2.restype = _Mallinfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.malloc_trim.restype = ctypes.c_int
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
+
+
+@dataclass(frozen=True)
+class HeapFigures:
+    used_bytes: int  # bytes handed out by malloc: small-block heap in use plus mmapped large blocks
+    total_bytes: int  # bytes malloc holds from the kernel: its arenas plus mmapped large blocks
+
+
+def read_heap() -> HeapFigures | None:
+    if _LIBC is None:
+        return None
+    info = _LIBC.mallinfo2()
+    return HeapFigures(used_bytes=info.uordblks + info.hblkhd, total_bytes=info.arena + info.hblkhd)
+
+
+def malloc_trim() -> bool:
+    """Give free heap pages back to the kernel; True when glibc released some."""
+    return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False

@@ -1,0 +1,167 @@
+"""The serving plan: pure functions from Settings and the measured container.
+
+Nothing here reads files or the environment; `gunicorn.conf.py` and
+`python -m fitflix plan` feed it what `fitflix.memory` measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from fitflix.settings import Settings
+
+MIB = 1024 * 1024
+
+# Resident memory of the gunicorn master after preloading the app, plus the
+# pages it shares with every worker (they appear once in the service's PSS).
+# Measured here at 30-35 MiB (`python bench/footprint.py`); rounded up.
+MASTER_RESERVE_MB = 48
+
+# What one worker is sized for when the plan decides how many fit: the same
+# 256 MB per worker that Heroku's Python buildpack assumes.
+DEFAULT_WORKER_MB = 256
+
+# Render sends SIGKILL 30 s after SIGTERM (Heroku too): in-flight requests get
+# 25 s to finish, and the master 5 s to reap and exit.
+GRACEFUL_TIMEOUT_S = 25
+
+# A worker younger than this is not recycled for memory below its hard cap:
+# a fresh worker that inherits a big heap must not flap.
+MIN_WORKER_LIFETIME_S = 2.0
+
+# Each worker draws its own recycle threshold in [budget x this, budget], so
+# workers that leak alike do not recycle at the same moment.
+THRESHOLD_JITTER_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Container:
+    """What was measured about the machine the service runs on."""
+
+    cgroup_limit_bytes: int | None
+    cgroup_version: int | None
+    host_memory_bytes: int
+    cpus: float
+    cpu_source: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    limit_mb: int
+    limit_source: str
+    cpus: float
+    cpu_source: str
+    clustering: bool
+    workers: int
+    workers_memory_holds: int
+    worker_class: str
+    threads: int
+    worker_budget_mb: int
+    worker_hard_cap_mb: int
+    master_reserve_mb: int
+    max_requests: int
+    max_requests_jitter: int
+    timeout_s: int
+    graceful_timeout_s: int
+    warn_percent: int
+    critical_percent: int
+    notes: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def resolve_limit(settings: Settings, container: Container) -> tuple[int, str]:
+    """The memory limit in MB and where it came from: env, cgroup v1/v2, or host."""
+    if settings.max_memory_mb is not None:
+        return settings.max_memory_mb, "env"
+    if container.cgroup_limit_bytes is not None:
+        return container.cgroup_limit_bytes // MIB, f"cgroup v{container.cgroup_version}"
+    return container.host_memory_bytes // MIB, "host"
+
+
+def make_plan(settings: Settings, container: Container) -> Plan:
+    """Workers, threads, recycling limits and budgets for this container."""
+    limit_mb, limit_source = resolve_limit(settings, container)
+    critical_mb = limit_mb * settings.memory_critical_percent / 100
+    warn_mb = limit_mb * settings.memory_warn_percent / 100
+    sizing_worker_mb = settings.worker_max_memory_mb or DEFAULT_WORKER_MB
+    holds = max(1, math.floor((critical_mb - MASTER_RESERVE_MB) / sizing_worker_mb))
+    cpu_rule = max(1, math.floor(2 * container.cpus + 1))
+    notes: list[str] = []
+    warnings: list[str] = []
+
+    if settings.web_concurrency is not None:
+        workers = settings.web_concurrency
+        notes.append(f"WEB_CONCURRENCY={workers} sets the worker count")
+        if workers > holds:
+            warnings.append(
+                f"WEB_CONCURRENCY={workers} is more workers than {limit_mb} MB holds "
+                f"at {sizing_worker_mb} MB each ({holds}); each gets a smaller budget"
+            )
+    elif not settings.enable_clustering:
+        workers = 1
+        notes.append("clustering disabled: one worker process, memory optimized")
+    elif limit_mb < settings.cluster_min_memory_mb:
+        workers = 1
+        notes.append(
+            f"clustering enabled but the limit {limit_mb} MB is below "
+            f"CLUSTER_MIN_MEMORY_MB={settings.cluster_min_memory_mb}: one worker"
+        )
+    else:
+        workers = min(cpu_rule, holds)
+        notes.append(
+            f"clustering: min(2 x {container.cpus:g} CPUs + 1 = {cpu_rule}, "
+            f"{holds} workers of {sizing_worker_mb} MB in {critical_mb:.0f} MB) = {workers}"
+        )
+
+    # Recycle gracefully before the service reaches the warning level; the
+    # hard cap (where the one-at-a-time rule and the backstop apply) is the
+    # worker's share of the room up to the critical level.
+    if settings.worker_max_memory_mb is not None:
+        budget_mb = settings.worker_max_memory_mb
+    else:
+        budget_mb = math.floor((warn_mb - MASTER_RESERVE_MB) / workers)
+    hard_cap_mb = budget_mb + math.floor((critical_mb - warn_mb) / workers)
+
+    return Plan(
+        limit_mb=limit_mb,
+        limit_source=limit_source,
+        cpus=container.cpus,
+        cpu_source=container.cpu_source,
+        clustering=settings.enable_clustering,
+        workers=workers,
+        workers_memory_holds=holds,
+        worker_class="gthread",
+        threads=settings.threads,
+        worker_budget_mb=budget_mb,
+        worker_hard_cap_mb=hard_cap_mb,
+        master_reserve_mb=MASTER_RESERVE_MB,
+        max_requests=settings.max_requests,
+        max_requests_jitter=settings.max_requests_jitter if settings.max_requests else 0,
+        timeout_s=settings.worker_timeout_s,
+        graceful_timeout_s=GRACEFUL_TIMEOUT_S,
+        warn_percent=settings.memory_warn_percent,
+        critical_percent=settings.memory_critical_percent,
+        notes=tuple(notes),
+        warnings=tuple(warnings),
+    )
+
+
+def budget_problem(plan: Plan, baseline_mb: float, budget_from_env: bool) -> str | None:
+    """Why the plan cannot run, when a worker's budget is below its baseline."""
+    if plan.worker_budget_mb >= baseline_mb:
+        return None
+    if budget_from_env:
+        return (
+            f"WORKER_MAX_MEMORY_MB={plan.worker_budget_mb}: a worker holds about "
+            f"{baseline_mb:.0f} MB at start (measured), so it would be recycled after every "
+            f"request; expected at least {math.ceil(baseline_mb)}"
+        )
+    return (
+        f"a {plan.limit_mb} MB limit ({plan.limit_source}) leaves each of {plan.workers} worker(s) "
+        f"{plan.worker_budget_mb} MB, below the {baseline_mb:.0f} MB a worker holds at start "
+        "(measured); raise MAX_MEMORY_MB or the container's memory, or lower WEB_CONCURRENCY"
+    )

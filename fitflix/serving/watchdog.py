@@ -1,0 +1,238 @@
+"""Threads and per-process machinery: the master's memory monitor and a worker's recycler.
+
+The decisions are in `recycle.py`; this module measures, logs and signals.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import resource
+import signal
+import threading
+import time
+from pathlib import Path
+
+from fitflix.memory.heap import malloc_trim
+from fitflix.memory.process import StatmReader, read_smaps_rollup
+from fitflix.memory.service import MemoryProbe
+from fitflix.serving import backstop
+from fitflix.serving.recycle import (
+    KEEP,
+    RECYCLE,
+    URGENT,
+    MonitorLogPolicy,
+    WorkerLimits,
+    backstop_data_limit,
+    draw_threshold,
+    guard_pick,
+    memory_status,
+    memory_verdict,
+    needs_exact_check,
+)
+from fitflix.serving.sizing import MIB, Plan
+from fitflix.serving.state import SharedState
+
+# The signal the master sends a worker to run gc.collect() and malloc_trim(0).
+# gunicorn's workers leave SIGURG alone, and its default action is to ignore it.
+CLEANUP_SIGNAL = signal.SIGURG
+
+# After the guard recycles a worker, it waits this long before it picks
+# another: the replacement needs a moment to boot and the usage to settle.
+GUARD_COOLDOWN_S = 5.0
+
+# smaps_rollup costs about 0.4 ms: a worker reads its own at most this often.
+USS_READ_INTERVAL_S = 1.0
+
+
+def clean_up(_signum=None, _frame=None) -> None:
+    """Collect garbage and give free heap pages back to the kernel."""
+    gc.collect()
+    malloc_trim()
+
+
+def _mb(value: int | None) -> str:
+    return "?" if value is None else f"{value / MIB:.1f}"
+
+
+class WorkerRecycler:
+    """One per worker: watches its memory after each request and leaves when it must."""
+
+    def __init__(self, worker, plan: Plan, shared: SharedState | None, root: Path = Path("/")) -> None:
+        self.worker = worker
+        self.plan = plan
+        self.shared = shared
+        self.root = root
+        self.pid = os.getpid()
+        self.started = time.monotonic()
+        self.statm = StatmReader(root)
+        rss, data = self.statm.read()
+        uss = self._read_uss() or rss
+        self.last_uss = (self.started, uss, rss)
+        hard_cap = plan.worker_hard_cap_mb * MIB
+        stack_bytes = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        if stack_bytes == resource.RLIM_INFINITY:
+            stack_bytes = 8 * MIB
+        data_limit = backstop_data_limit(data, uss, hard_cap, plan.threads * stack_bytes)
+        backstop.set_data_limit(data_limit)
+        self.limits = WorkerLimits(
+            threshold_bytes=draw_threshold(plan.worker_budget_mb, random.Random()),
+            hard_cap_bytes=hard_cap,
+            data_limit_bytes=data_limit,
+        )
+        self.reason: str | None = None
+        self.figures: tuple[int, int] | None = None  # (rss, uss) when the decision was made
+
+    def _read_uss(self) -> int | None:
+        memory = read_smaps_rollup("self", self.root)
+        return memory.uss_bytes if memory else None
+
+    def _uss_now(self, now: float, rss: int) -> int:
+        """USS from smaps at most once a second; between reads, the last USS plus RSS growth since."""
+        read_at, uss, rss_then = self.last_uss
+        if now - read_at < USS_READ_INTERVAL_S:
+            return uss + max(rss - rss_then, 0)
+        uss = self._read_uss() or rss
+        self.last_uss = (now, uss, rss)
+        return uss
+
+    def after_request(self) -> None:
+        """post_request: the response is sent; decide whether this worker should leave."""
+        if self.reason is not None:
+            return
+        if backstop.tripped():
+            rss, _data = self.statm.read()
+            self.leave("backstop", rss, self._read_uss() or rss)
+            return
+        rss, data = self.statm.read()
+        if not needs_exact_check(rss, data, self.limits):
+            return
+        now = time.monotonic()
+        uss = self._uss_now(now, rss)
+        verdict = memory_verdict(uss, data, now - self.started, self.limits)
+        if verdict == URGENT or (
+            verdict == RECYCLE and (self.shared is None or self.shared.claim_memory_recycle(self.pid))
+        ):
+            self.leave("memory", rss, uss)
+        elif verdict != KEEP:
+            self.worker.log.debug("Worker %s over its memory threshold; another worker is leaving first", self.pid)
+
+    def leave(self, reason: str, rss: int, uss: int) -> None:
+        """Recycle gracefully: stop accepting, let in-flight requests finish, exit."""
+        self.reason = reason
+        self.figures = (rss, uss)
+        self.worker.alive = False
+        method_queue = getattr(self.worker, "method_queue", None)
+        if method_queue is not None:
+            method_queue.defer(lambda: None)  # wake gthread's poller now, not at its 1 s timeout
+
+    def exit_reason(self) -> str | None:
+        if self.reason is not None:
+            return self.reason
+        if self.worker.max_requests and self.worker.nr >= self.worker.max_requests:
+            return "max_requests"
+        if self.shared is not None and self.shared.guard_target() == self.pid:
+            return "guard"
+        return None
+
+    def on_exit(self) -> str | None:
+        """Log the one recycle line and count it; None when the worker is not being recycled."""
+        reason = self.exit_reason()
+        if reason is None:
+            return None
+        if self.figures is None:
+            rss, _data = self.statm.read()
+            self.figures = (rss, self._read_uss() or rss)
+        rss, uss = self.figures
+        if self.shared is not None:
+            self.shared.count_recycle(reason)
+        self.worker.log.info(
+            "Recycling worker pid=%s reason=%s rss=%sMB uss=%sMB budget=%sMB threshold=%sMB "
+            "hard_cap=%sMB requests=%s age=%.1fs",
+            self.pid,
+            reason,
+            _mb(rss),
+            _mb(uss),
+            self.plan.worker_budget_mb,
+            _mb(self.limits.threshold_bytes),
+            self.plan.worker_hard_cap_mb,
+            self.worker.nr,
+            time.monotonic() - self.started,
+        )
+        return reason
+
+
+class MemoryMonitor(threading.Thread):
+    """The master's thread: samples the container every second, logs, and guards."""
+
+    def __init__(self, server, plan: Plan, probe: MemoryProbe, shared: SharedState | None, log_interval_s: float):
+        super().__init__(name="fitflix-memory-monitor", daemon=True)
+        self.server = server
+        self.plan = plan
+        self.probe = probe
+        self.shared = shared
+        self.policy = MonitorLogPolicy(log_interval_s)
+        self.stopping = threading.Event()
+        self.last_guard: float | None = None
+        self.guard_pid = 0
+
+    def run(self) -> None:
+        while not self.stopping.wait(1.0):
+            try:
+                self.tick()
+            except Exception:  # the monitor must outlive any one bad sample
+                self.server.log.exception("Memory monitor sample failed")
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        report = self.probe.report("master", os.getpid())
+        status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
+        log_usage, log_alert = self.policy.step(now, status)
+        workers = [process for process in report.processes if process.role == "worker"]
+        summary = (
+            f"{_mb(report.used_bytes)}MB of {report.limit_bytes // MIB}MB ({report.used_percent:.0f}%, "
+            f"{report.used_source}); service PSS {_mb(report.service_pss_bytes)}MB over {len(workers)} worker(s)"
+        )
+        if log_usage:
+            self.server.log.info("Memory usage: %s", summary)
+        if log_alert:
+            if status == "CRITICAL":
+                self.server.log.critical("Memory CRITICAL (>= %s%%): %s", self.plan.critical_percent, summary)
+            elif status == "WARNING":
+                self.server.log.warning("Memory WARNING (>= %s%%): %s", self.plan.warn_percent, summary)
+            else:
+                self.server.log.info("Memory back to OK: %s", summary)
+        if status == "CRITICAL":
+            self.guard({process.memory.pid: process.memory.uss_bytes for process in workers}, now)
+
+    def guard(self, worker_uss: dict[int, int], now: float) -> None:
+        """Ask every worker to clean up, and recycle the one holding the most private memory."""
+        if self.last_guard is not None and now - self.last_guard < GUARD_COOLDOWN_S:
+            return
+        for pid in worker_uss:
+            _signal(pid, CLEANUP_SIGNAL)
+        busy = self.shared.memory_recycle_holder() if self.shared else 0
+        if not busy and self.guard_pid and self.guard_pid in worker_uss:
+            busy = self.guard_pid  # the last one the guard asked to leave is still draining
+        target = guard_pick(worker_uss, busy)
+        self.last_guard = now
+        if target is None:
+            return
+        self.guard_pid = target
+        if self.shared is not None:
+            self.shared.mark_guard_target(target)
+        self.server.log.warning(
+            "Memory guard: recycling worker %s (uss=%sMB, the most private memory)", target, _mb(worker_uss[target])
+        )
+        _signal(target, signal.SIGTERM)  # gunicorn's graceful stop for one worker
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

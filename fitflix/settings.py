@@ -1,0 +1,182 @@
+"""The one module that reads the environment.
+
+`Settings.from_env(environ)` turns a mapping of strings into a frozen
+dataclass, or raises `SettingsError` listing every bad variable at once: the
+variable, the value it had and what is accepted. No value is ever replaced by
+a default silently; a default applies only when the variable is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+TRUE_WORDS = frozenset({"true", "1", "yes"})
+FALSE_WORDS = frozenset({"false", "0", "no"})
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class SettingsError(ValueError):
+    """Every bad environment value, one problem per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "FitFlix cannot start: bad environment value(s):\n"
+            + "\n".join(f"  {problem}" for problem in problems)
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 3000
+    max_memory_mb: int | None = None
+    enable_clustering: bool = False
+    web_concurrency: int | None = None
+    threads: int = 8
+    cluster_min_memory_mb: int = 1024
+    worker_max_memory_mb: int | None = None
+    max_requests: int = 10000
+    max_requests_jitter: int = 1000
+    worker_timeout_s: int = 30
+    memory_warn_percent: int = 80
+    memory_critical_percent: int = 90
+    memory_log_interval_s: int = 60
+    health_fail_on_critical: bool = False
+    log_level: str = "info"
+    control_socket: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build Settings from `environ`, reporting every bad value at once."""
+        reader = _Reader(environ)
+        defaults = cls()
+        values = dict(
+            host=reader.text("HOST", defaults.host),
+            port=reader.whole("PORT", defaults.port, 0, 65535, "a TCP port from 0 (any free port) to 65535"),
+            max_memory_mb=reader.whole(
+                "MAX_MEMORY_MB", None, 64, 1048576, "a whole number of megabytes from 64 to 1048576"
+            ),
+            enable_clustering=reader.boolean("ENABLE_CLUSTERING", defaults.enable_clustering),
+            web_concurrency=reader.whole("WEB_CONCURRENCY", None, 1, 64, "a whole number of workers from 1 to 64"),
+            threads=reader.whole("THREADS", defaults.threads, 1, 64, "a whole number of threads from 1 to 64"),
+            cluster_min_memory_mb=reader.whole(
+                "CLUSTER_MIN_MEMORY_MB",
+                defaults.cluster_min_memory_mb,
+                64,
+                1048576,
+                "a whole number of megabytes from 64 to 1048576",
+            ),
+            worker_max_memory_mb=reader.whole(
+                "WORKER_MAX_MEMORY_MB", None, 16, 1048576, "a whole number of megabytes from 16 to 1048576"
+            ),
+            max_requests=reader.whole(
+                "MAX_REQUESTS", defaults.max_requests, 0, 10**9, "a whole number from 0 (never) to 1000000000"
+            ),
+            max_requests_jitter=reader.whole(
+                "MAX_REQUESTS_JITTER", defaults.max_requests_jitter, 0, 10**9, "a whole number from 0 to 1000000000"
+            ),
+            worker_timeout_s=reader.whole(
+                "WORKER_TIMEOUT_S", defaults.worker_timeout_s, 1, 3600, "a whole number of seconds from 1 to 3600"
+            ),
+            memory_warn_percent=reader.whole(
+                "MEMORY_WARN_PERCENT", defaults.memory_warn_percent, 1, 99, "a whole percentage from 1 to 99"
+            ),
+            memory_critical_percent=reader.whole(
+                "MEMORY_CRITICAL_PERCENT", defaults.memory_critical_percent, 2, 100, "a whole percentage from 2 to 100"
+            ),
+            memory_log_interval_s=reader.whole(
+                "MEMORY_LOG_INTERVAL_S",
+                defaults.memory_log_interval_s,
+                1,
+                86400,
+                "a whole number of seconds from 1 to 86400",
+            ),
+            health_fail_on_critical=reader.boolean("HEALTH_FAIL_ON_CRITICAL", defaults.health_fail_on_critical),
+            log_level=reader.choice("LOG_LEVEL", defaults.log_level, LOG_LEVELS),
+            control_socket=reader.boolean("GUNICORN_CONTROL_SOCKET", defaults.control_socket),
+        )
+        warn, critical = values["memory_warn_percent"], values["memory_critical_percent"]
+        if warn is not None and critical is not None and warn >= critical:
+            reader.problems.append(
+                f"MEMORY_WARN_PERCENT={warn} and MEMORY_CRITICAL_PERCENT={critical}: "
+                "the warning level must be below the critical level"
+            )
+        if reader.problems:
+            raise SettingsError(reader.problems)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class _Reader:
+    """Parses variables one by one, collecting problems instead of raising."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def _parse(self, name: str, default, accepted: str, convert: Callable[[str], object]):
+        if name not in self.environ:
+            return default
+        raw = self.environ[name]
+        try:
+            if raw.strip() == "":
+                raise ValueError
+            return convert(raw.strip())
+        except ValueError:
+            hint = " (it is empty: unset it to use the default)" if raw.strip() == "" else ""
+            self.problems.append(f"{name}={raw!r}: expected {accepted}{hint}")
+            return None
+
+    def whole(self, name: str, default: int | None, low: int, high: int, accepted: str) -> int | None:
+        def convert(text: str) -> int:
+            if not text.lstrip("+-").isdigit() or not text.isascii():
+                raise ValueError
+            number = int(text)
+            if not low <= number <= high:
+                raise ValueError
+            return number
+
+        return self._parse(name, default, accepted, convert)
+
+    def boolean(self, name: str, default: bool) -> bool | None:
+        def convert(text: str) -> bool:
+            word = text.lower()
+            if word in TRUE_WORDS:
+                return True
+            if word in FALSE_WORDS:
+                return False
+            raise ValueError
+
+        return self._parse(name, default, "one of true/false, 1/0, yes/no (any case)", convert)
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str | None:
+        def convert(text: str) -> str:
+            if text.lower() not in allowed:
+                raise ValueError
+            return text.lower()
+
+        return self._parse(name, default, "one of " + ", ".join(allowed), convert)
+
+    def text(self, name: str, default: str) -> str | None:
+        return self._parse(name, default, "a host name or address to bind", str)
+
+
+_loaded: Settings | None = None
+
+
+def load_settings(dotenv_path: Path | None = None) -> Settings:
+    """Read `.env` (real environment variables win) and the environment, once per process."""
+    global _loaded
+    if _loaded is None:
+        if dotenv_path is not None and dotenv_path.is_file():
+            from dotenv import load_dotenv
+
+            load_dotenv(dotenv_path, override=False)
+        _loaded = Settings.from_env(os.environ)
+    return _loaded
