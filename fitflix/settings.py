@@ -48,6 +48,7 @@ class Settings:
     health_fail_on_critical: bool = False
     log_level: str = "info"
     control_socket: bool = False
+    memory_recycling: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -98,6 +99,7 @@ class Settings:
             health_fail_on_critical=reader.boolean("HEALTH_FAIL_ON_CRITICAL", defaults.health_fail_on_critical),
             log_level=reader.choice("LOG_LEVEL", defaults.log_level, LOG_LEVELS),
             control_socket=reader.boolean("GUNICORN_CONTROL_SOCKET", defaults.control_socket),
+            memory_recycling=reader.boolean("MEMORY_RECYCLING", defaults.memory_recycling),
         )
         warn, critical = values["memory_warn_percent"], values["memory_critical_percent"]
         if warn is not None and critical is not None and warn >= critical:

@@ -72,6 +72,8 @@ def when_ready(server) -> None:
     """Master, once the listening sockets exist: the banner (once per start) and the memory monitor."""
     global _monitor
     plan, settings = RUNTIME.plan, load_settings()
+    if not settings.memory_recycling:
+        server.log.warning("MEMORY_RECYCLING=false: no memory recycling, backstop or memory monitor")
     port = next((listener.sock.getsockname()[1] for listener in server.LISTENERS if _is_tcp(listener)), settings.port)
     master = read_smaps_rollup("self")
     server.log.info("FitFlix Backend Server running on port %s", port)
@@ -83,6 +85,8 @@ def when_ready(server) -> None:
     )
     clustering = f"Enabled ({plan.workers} workers)" if plan.workers > 1 else "Disabled (Memory Optimized)"
     server.log.info("Clustering: %s", clustering)
+    if not settings.memory_recycling:
+        return
     _monitor = MemoryMonitor(
         server, plan, MemoryProbe((plan.limit_mb, plan.limit_source)), RUNTIME.shared, settings.memory_log_interval_s
     )
@@ -102,6 +106,8 @@ def post_fork(server, worker) -> None:
 def post_worker_init(worker) -> None:
     """Worker, app loaded, before the first request: the recycler, the backstop, the cleanup signal."""
     global _recycler
+    if not load_settings().memory_recycling:
+        return
     try:
         _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared)
         worker.wsgi = backstop.guard_wsgi(worker.wsgi)

@@ -1,0 +1,75 @@
+"""`python -m fitflix plan [--json]`: the serving plan and its inputs, as gunicorn.conf.py would use them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fitflix.memory.process import read_smaps_rollup
+from fitflix.memory.service import measure_container
+from fitflix.serving.sizing import MIB, budget_problem, make_plan
+from fitflix.settings import SettingsError, load_settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def plan_rows(plan, container) -> list[tuple[str, str, str]]:
+    """(name, value, where it came from) for every input and derived value."""
+    return [
+        ("limit", f"{plan.limit_mb} MB", plan.limit_source),
+        ("host memory", f"{container.host_memory_bytes // MIB} MB", "/proc/meminfo"),
+        ("cgroup limit", f"{container.cgroup_limit_bytes // MIB} MB" if container.cgroup_limit_bytes else "none",
+         f"cgroup v{container.cgroup_version}" if container.cgroup_version else "no memory cgroup"),
+        ("CPUs", f"{plan.cpus:g}", plan.cpu_source),
+        ("clustering", "enabled" if plan.clustering else "disabled", "ENABLE_CLUSTERING"),
+        ("workers", str(plan.workers), "; ".join(plan.notes)),
+        ("workers the memory holds", str(plan.workers_memory_holds), "critical level less the master, per worker"),
+        ("worker class", f"{plan.worker_class} x {plan.threads} threads", "THREADS"),
+        ("worker budget", f"{plan.worker_budget_mb} MB", "WORKER_MAX_MEMORY_MB or (warn level - master) / workers"),
+        ("worker hard cap", f"{plan.worker_hard_cap_mb} MB", "budget + (critical - warn level) / workers"),
+        ("master reserve", f"{plan.master_reserve_mb} MB", "measured master + shared pages"),
+        ("max_requests", f"{plan.max_requests} (+0..{plan.max_requests_jitter} jitter)", "MAX_REQUESTS, MAX_REQUESTS_JITTER"),
+        ("timeout / graceful", f"{plan.timeout_s} s / {plan.graceful_timeout_s} s", "WORKER_TIMEOUT_S; platforms kill at 30 s"),
+        ("thresholds", f"warn {plan.warn_percent}%, critical {plan.critical_percent}%", "MEMORY_WARN/CRITICAL_PERCENT"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fitflix")
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan_command = commands.add_parser("plan", help="print the serving plan and its inputs")
+    plan_command.add_argument("--json", action="store_true", help="one JSON object, for machines")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings(PROJECT / ".env")
+    except SettingsError as error:
+        sys.stderr.write(f"{error}\n")
+        return 2
+    container = measure_container()
+    plan = make_plan(settings, container)
+    import wsgi  # noqa: F401  (the app, as the master preloads it, for a real baseline)
+
+    baseline = read_smaps_rollup("self")
+    baseline_mb = baseline.rss_bytes / MIB if baseline else 0.0
+    problem = budget_problem(plan, baseline_mb, settings.worker_max_memory_mb is not None)
+    if args.json:
+        document = {"plan": plan.as_dict(), "container": container.__dict__, "workerBaselineMb": round(baseline_mb, 1),
+                    "problem": problem}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        rows = plan_rows(plan, container) + [("worker baseline", f"{baseline_mb:.0f} MB", "this process after loading the app")]
+        width = max(len(name) for name, _value, _source in rows)
+        value_width = max(len(value) for _name, value, _source in rows)
+        lines = [f"{name:<{width}}  {value:<{value_width}}  {source}" for name, value, source in rows]
+        lines += [f"warning: {warning}" for warning in plan.warnings]
+        if problem:
+            lines.append(f"refused: {problem}")
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 1 if problem else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

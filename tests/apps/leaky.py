@@ -1,0 +1,44 @@
+"""A small WSGI app of the tests' own that leaks on purpose.
+
+GET /leak?mb=N keeps N MiB (touched, so resident) for the life of the worker;
+GET /spike?mb=N allocates N MiB at once and drops it; GET /sleep?ms=N waits;
+GET /health answers 200 so the live-server fixture can see it is up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+MIB = 1024 * 1024
+_kept: list[bytearray] = []
+
+
+def _number(environ, name: str, default: int) -> int:
+    values = parse_qs(environ.get("QUERY_STRING", "")).get(name)
+    return int(values[0]) if values else default
+
+
+def _touched(megabytes: int) -> bytearray:
+    block = bytearray(megabytes * MIB)
+    block[::4096] = b"x" * (len(block) // 4096)  # one write per page: resident, not just reserved
+    return block
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/leak":
+        _kept.append(_touched(_number(environ, "mb", 2)))
+    elif path == "/spike":
+        block = _touched(_number(environ, "mb", 700))
+        del block
+    elif path == "/sleep":
+        time.sleep(_number(environ, "ms", 50) / 1000)
+    elif path != "/health":
+        start_response("404 Not Found", [("Content-Type", "application/json")])
+        return [b'{"error": "Not Found"}']
+    body = json.dumps({"pid": os.getpid(), "kept_mb": sum(len(block) for block in _kept) // MIB}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,139 @@
+"""Real gunicorn, started with the project's gunicorn.conf.py, for live tests and benchmarks.
+
+Binds 127.0.0.1:0, reads the real port from gunicorn's `Listening at:` line,
+polls readiness against a deadline, and stops by pid: SIGTERM, wait, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from tests.support.wait import Timeout, poll_until
+
+PROJECT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)")
+
+# The environment a test server starts from: only what the test chooses, so a
+# developer's .env or shell never changes a test's outcome.
+BASE_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+
+
+def server_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    env = {key: os.environ[key] for key in BASE_ENV_KEEP if key in os.environ}
+    env.update({"HOST": "127.0.0.1", "PORT": "0", "PYTHONUNBUFFERED": "1"})
+    env.update(overrides or {})
+    return env
+
+
+class LiveServer:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        app: str | None = None,
+        cgroup=None,
+        extra_args: tuple[str, ...] = (),
+        python: str = sys.executable,
+    ) -> None:
+        self.env = server_env(env)
+        self.app = app
+        self.cgroup = cgroup
+        self.extra_args = extra_args
+        self.python = python
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.master_pid: int | None = None
+        self._log = tempfile.TemporaryFile(mode="w+b")
+        self._log_lock = threading.Lock()
+
+    def command(self) -> list[str]:
+        command = [self.python, "-m", "gunicorn", "-c", str(PROJECT / "gunicorn.conf.py"), *self.extra_args]
+        if self.app:
+            command.append(self.app)
+        return self.cgroup.wrap(command) if self.cgroup is not None else command
+
+    def start(self, ready_timeout_s: float = 30.0) -> LiveServer:
+        self.process = subprocess.Popen(
+            self.command(), cwd=PROJECT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        try:
+            match = poll_until(self._listening, ready_timeout_s, "gunicorn's 'Listening at' line")
+            self.port, self.master_pid = int(match.group(1)), int(match.group(2))
+            poll_until(self._answers, ready_timeout_s, "the first 200 from /health")
+        except Timeout as error:
+            self.stop()
+            raise Timeout(f"{error}\n--- server log ---\n{self.log()}") from None
+        return self
+
+    def log(self) -> str:
+        with self._log_lock:
+            self._log.flush()
+            self._log.seek(0)
+            return self._log.read().decode(errors="replace")
+
+    def _listening(self):
+        if self.process.poll() is not None:
+            raise Timeout(f"gunicorn exited with code {self.process.returncode}")
+        return LISTENING.search(self.log())
+
+    def _answers(self) -> bool:
+        try:
+            return self.request("GET", "/health", timeout_s=2)[0] == 200
+        except OSError:
+            return False
+
+    def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None, timeout_s: float = 10):
+        """(status, headers, body bytes) from one request on a fresh connection."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    def get_json(self, path: str, timeout_s: float = 10):
+        status, _headers, body = self.request("GET", path, timeout_s=timeout_s)
+        return status, json.loads(body)
+
+    def worker_pids(self) -> list[int]:
+        from fitflix.memory.process import children_of
+
+        return children_of(self.master_pid)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM the process we started, wait, SIGKILL if it will not go; return its exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.cgroup is not None:
+            self._kill_leftovers()
+        return self.process.returncode
+
+    def close(self) -> None:
+        """Stop the server and drop its log."""
+        self.stop()
+        self._log.close()
+
+    def _kill_leftovers(self) -> None:
+        """Workers of ours that outlived their master, found in our own cgroup."""
+        for pid in self.cgroup.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        poll_until(lambda: not self.cgroup.pids(), 10, "the test cgroup to empty")

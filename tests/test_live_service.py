@@ -1,0 +1,78 @@
+"""Real gunicorn with gunicorn.conf.py: the endpoints, the banner, bad settings, a real 512 MB cgroup."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.server import PROJECT, server_env
+
+pytestmark = pytest.mark.live
+
+
+def test_both_endpoints_answer_json_with_no_store(live_server):
+    server = live_server()
+    status, health = server.get_json("/health")
+    assert status == 200
+    assert health["status"] == "OK" and health["service"] == "fitflix-backend"
+    status, memory = server.get_json("/health/memory")
+    assert status == 200
+    assert {process["role"] for process in memory["processes"]} == {"master", "worker"}
+    assert memory["processes"][0]["pid"] == server.master_pid
+    assert memory["clustering"]["isWorker"] is True
+    assert memory["clustering"]["workerId"] in server.worker_pids()
+    for path in ("/health", "/health/memory", "/nowhere"):
+        _status, headers, _body = server.request("GET", path)
+        assert headers["Cache-Control"] == "no-store"
+
+
+def test_head_and_errors_are_json(live_server):
+    server = live_server()
+    status, headers, body = server.request("HEAD", "/health/memory")
+    assert status == 200 and body == b"" and headers["Content-Type"] == "application/json"
+    status, headers, body = server.request("POST", "/health")
+    assert status == 405 and headers["Content-Type"] == "application/json" and b'"status": 405' in body
+    status, headers, body = server.request("GET", "/no/such/page")
+    assert status == 404 and headers["Content-Type"] == "application/json"
+
+
+def test_banner_is_logged_once_per_start_with_the_real_port(live_server):
+    server = live_server({"WEB_CONCURRENCY": "2"})
+    log = server.log()
+    assert log.count("FitFlix Backend Server running on port") == 1
+    assert f"FitFlix Backend Server running on port {server.port}" in log
+    assert "Clustering: Enabled (2 workers)" in log
+    assert "Memory usage: " in log and "MB RSS (Limit: " in log
+
+
+def test_bad_settings_stop_the_start_before_binding():
+    env = server_env({"MAX_MEMORY_MB": "abc", "ENABLE_CLUSTERING": "maybe"})
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "MAX_MEMORY_MB='abc'" in output and "ENABLE_CLUSTERING='maybe'" in output
+    assert "Traceback" not in output
+    assert "Listening at" not in output
+
+
+@pytest.mark.cgroup
+def test_memory_figures_match_a_real_512mb_cgroup(live_server, memory_cgroup):
+    cgroup = memory_cgroup(512)
+    server = live_server(cgroup=cgroup)
+    status, memory = server.get_json("/health/memory")
+    assert status == 200
+    assert memory["memory"]["limit"] == 512
+    assert memory["memory"]["limitSource"] == f"cgroup v{cgroup.version}"
+    usage_percent = 100 * cgroup.usage_bytes() / (512 * 1024 * 1024)
+    assert abs(memory["memory"]["usage"] - usage_percent) <= 5
+    assert memory["container"]["oomKills"] == cgroup.oom_kills() == 0
+    assert set(cgroup.pids()) == {process["pid"] for process in memory["processes"]}
