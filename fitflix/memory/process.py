@@ -73,8 +73,19 @@ def parent_pid(stat_text: str) -> int:
 
 
 def children_of(pid: int, root: Path = Path("/")) -> list[int]:
-    """Pids whose parent is `pid`, in ascending order."""
+    """Pids whose parent is `pid`, in ascending order.
+
+    One read of /proc/PID/task/PID/children (children forked by the main
+    thread, which is where gunicorn forks) when the kernel has it; else a scan
+    of every /proc/N/stat, about 1 ms with 100 processes.
+    """
     proc = root / "proc"
+    try:
+        return sorted(int(child) for child in (proc / str(pid) / "task" / str(pid) / "children").read_text().split())
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return []
     children = []
     try:
         entries = os.listdir(proc)

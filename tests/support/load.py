@@ -1,0 +1,79 @@
+"""A bounded load generator for 127.0.0.1: a fixed number of requests, a time limit, then it stops."""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    statuses: Counter = field(default_factory=Counter)  # HTTP status, or the exception's class name
+    latencies_s: list[float] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    unsent: int = 0  # requests not sent because the time limit came first
+
+    @property
+    def failed(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status != 200)
+
+
+def run_load(
+    port: int,
+    path: str,
+    requests: int,
+    clients: int,
+    time_limit_s: float,
+    keep_alive: bool = True,
+    keep_bodies: bool = False,
+) -> LoadResult:
+    """Send `requests` GETs from `clients` threads to 127.0.0.1:`port`, stopping at `time_limit_s` regardless."""
+    result = LoadResult()
+    lock = threading.Lock()
+    remaining = [requests]
+    deadline = time.monotonic() + time_limit_s
+
+    def take() -> bool:
+        with lock:
+            if remaining[0] <= 0 or time.monotonic() > deadline:
+                return False
+            remaining[0] -= 1
+            return True
+
+    def client() -> None:
+        connection = None
+        while take():
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            started = time.monotonic()
+            try:
+                connection.request("GET", path, headers={} if keep_alive else {"Connection": "close"})
+                response = connection.getresponse()
+                body = response.read()
+                status: object = response.status
+                if response.will_close or not keep_alive:
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException) as error:
+                status, body = type(error).__name__, b""
+                connection.close()
+                connection = None
+            elapsed = time.monotonic() - started
+            with lock:
+                result.statuses[status] += 1
+                result.latencies_s.append(elapsed)
+                if keep_bodies:
+                    result.bodies.append(body)
+        if connection is not None:
+            connection.close()
+
+    threads = [threading.Thread(target=client, name=f"load-client-{index}") for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(time_limit_s + 60)
+    result.unsent = remaining[0]
+    return result

@@ -1,0 +1,41 @@
+"""The deploy files say what the README promises: no flags, every variable, the health path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from fitflix.settings import Settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def variables_read_by_settings() -> set[str]:
+    source = (PROJECT / "fitflix/settings.py").read_text()
+    return set(re.findall(r'reader\.\w+\(\s*"([A-Z_]+)"', source))
+
+
+def test_procfile_starts_gunicorn_with_the_config_file_and_no_flags():
+    assert (PROJECT / "Procfile").read_text() == "web: gunicorn -c gunicorn.conf.py\n"
+
+
+def test_render_blueprint_uses_the_same_start_command_and_health_path():
+    text = (PROJECT / "render.yaml").read_text()
+    assert "startCommand: gunicorn -c gunicorn.conf.py\n" in text
+    assert "healthCheckPath: /health\n" in text
+    assert "runtime: python" in text and "plan: free" in text
+    assert "buildCommand: pip install -r requirements.txt" in text
+    for key, value in (("MAX_MEMORY_MB", "512"), ("ENABLE_CLUSTERING", "false")):
+        assert re.search(rf'- key: {key}\n\s+value: "{value}"', text)
+    assert "NODE_OPTIONS" in text and "UV_THREADPOOL_SIZE" in text
+
+
+def test_env_example_lists_every_variable_and_its_defaults_parse():
+    example = PROJECT / ".env.example"
+    listed = set(re.findall(r"^#? ?([A-Z_]+)=", example.read_text(), flags=re.MULTILINE))
+    read = variables_read_by_settings()
+    assert {"PORT", "MAX_MEMORY_MB", "ENABLE_CLUSTERING", "MEMORY_WARN_PERCENT"} <= read
+    assert read - listed == set()
+    assert Settings.from_env({k: v for k, v in dotenv_values(example).items() if v is not None}) == Settings()
