@@ -55,6 +55,7 @@ when_ready = hooks.when_ready
 pre_fork = hooks.pre_fork
 post_fork = hooks.post_fork
 post_worker_init = hooks.post_worker_init
+pre_request = hooks.pre_request
 post_request = hooks.post_request
 worker_exit = hooks.worker_exit
 child_exit = hooks.child_exit

@@ -9,10 +9,8 @@ as a boot error (exit code 3) and shuts the whole server down.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,17 +121,16 @@ def post_request(worker, req, environ, resp) -> None:
         _recycler.after_request()
 
 
+def pre_request(worker, req) -> None:
+    """Worker, in the thread about to handle the request."""
+    if _recycler is not None:
+        _recycler.request_started()
+
+
 def worker_exit(server, worker) -> None:
     """Worker, after its last request (and, for an already dead worker, the master: nothing to do)."""
-    if os.getpid() != worker.pid or _recycler is None:
-        return
-    if _recycler.on_exit() is not None:
-        # A recycled worker has drained its requests and has nothing left to
-        # save: skipping interpreter teardown (freeing a big heap object by
-        # object) gets the replacement serving ~100 ms sooner.
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(0)
+    if os.getpid() == worker.pid and _recycler is not None:
+        _recycler.finish()
 
 
 def child_exit(server, worker) -> None:

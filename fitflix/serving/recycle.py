@@ -61,6 +61,11 @@ def memory_verdict(uss_bytes: int, data_bytes: int, age_s: float, limits: Worker
     return KEEP
 
 
+def hung_requests(started_at: dict[int, float], now: float, timeout_s: float) -> set[int]:
+    """The threads whose request has been in flight longer than `timeout_s`."""
+    return {thread for thread, started in started_at.items() if now - started > timeout_s}
+
+
 def guard_pick(worker_uss_bytes: dict[int, int], busy_pid: int) -> int | None:
     """The worker holding the most private memory, unless one is already leaving."""
     if busy_pid or not worker_uss_bytes:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Iterator
 from dataclasses import dataclass, field
 
-REASONS = ("memory", "max_requests", "backstop", "guard")
+REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
 _LAYOUT = struct.Struct("<" + "Q" * len(REASONS) + "qq")  # counts..., recycling pid, guard pid
 
 
