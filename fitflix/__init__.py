@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from flask import Flask, Response
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from fitflix.settings import Settings, load_settings
 
@@ -54,7 +54,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
         app.logger.exception("Unhandled error")
-        return _json_error(500, InternalServerError.name, "The server could not complete the request.")
+        return _json_error(500, "Internal Server Error", "The server could not complete the request.")
 
 
 def register_response_headers(app: Flask) -> None:

@@ -125,6 +125,13 @@ def make_plan(settings: Settings, container: Container) -> Plan:
     else:
         budget_mb = math.floor((warn_mb - MASTER_RESERVE_MB) / workers)
     hard_cap_mb = budget_mb + math.floor((critical_mb - warn_mb) / workers)
+    room_mb = critical_mb - MASTER_RESERVE_MB
+    if settings.worker_max_memory_mb is not None and workers * budget_mb > room_mb:
+        warnings.append(
+            f"WORKER_MAX_MEMORY_MB={budget_mb} x {workers} worker(s) is more than the {room_mb:.0f} MB "
+            f"below the critical level of {limit_mb} MB: workers may reach it before they are recycled, "
+            "leaving the master's guard as the only protection"
+        )
 
     return Plan(
         limit_mb=limit_mb,

@@ -162,10 +162,16 @@ class WorkerRecycler:
             rss, _data = self.statm.read()
             self.leave("timeout", rss, self._read_uss() or rss)
             deadline = time.monotonic() + self.plan.graceful_timeout_s
-            while set(self._in_flight) - hung and time.monotonic() < deadline:
+            # gthread counts every open connection, including one accepted a
+            # moment ago whose request has not started: wait for all but the stuck.
+            while self._open_connections() > len(hung) and time.monotonic() < deadline:
                 self._stopping.wait(0.02)
             self.finish()
             return
+
+    def _open_connections(self) -> int:
+        open_connections = getattr(self.worker, "nr_conns", None)
+        return len(self._in_flight) if open_connections is None else open_connections
 
     def finish(self) -> None:
         """End a recycled worker at once (from worker_exit, or the timeout watch); no-op otherwise."""

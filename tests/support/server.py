@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -51,8 +50,11 @@ class LiveServer:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.master_pid: int | None = None
-        self._log = tempfile.TemporaryFile(mode="w+b")
+        # The log goes through a pipe into this process: written to a file, it
+        # would be page cache charged to the server's own cgroup.
+        self._log_chunks: list[bytes] = []
         self._log_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
 
     def command(self) -> list[str]:
         command = [self.python, "-m", "gunicorn", "-c", str(PROJECT / "gunicorn.conf.py"), *self.extra_args]
@@ -62,8 +64,10 @@ class LiveServer:
 
     def start(self, ready_timeout_s: float = 30.0) -> LiveServer:
         self.process = subprocess.Popen(
-            self.command(), cwd=PROJECT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(), cwd=PROJECT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+        self._reader = threading.Thread(target=self._read_log, name="live-server-log", daemon=True)
+        self._reader.start()
         try:
             match = poll_until(self._listening, ready_timeout_s, "gunicorn's 'Listening at' line")
             self.port, self.master_pid = int(match.group(1)), int(match.group(2))
@@ -73,11 +77,14 @@ class LiveServer:
             raise Timeout(f"{error}\n--- server log ---\n{self.log()}") from None
         return self
 
+    def _read_log(self) -> None:
+        for line in iter(self.process.stdout.readline, b""):
+            with self._log_lock:
+                self._log_chunks.append(line)
+
     def log(self) -> str:
         with self._log_lock:
-            self._log.flush()
-            self._log.seek(0)
-            return self._log.read().decode(errors="replace")
+            return b"".join(self._log_chunks).decode(errors="replace")
 
     def _listening(self):
         if self.process.poll() is not None:
@@ -125,9 +132,12 @@ class LiveServer:
         return self.process.returncode
 
     def close(self) -> None:
-        """Stop the server and drop its log."""
+        """Stop the server and close the log pipe."""
         self.stop()
-        self._log.close()
+        if self._reader is not None:
+            self._reader.join(10)
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
 
     def _kill_leftovers(self) -> None:
         """Workers of ours that outlived their master, found in our own cgroup."""

@@ -1,0 +1,109 @@
+"""Run every benchmark: `.venv/bin/python -m bench` (about 15-20 min on 2 cores), `--quick` (about 3).
+
+Prints one table per part as it goes and, for a full run of every part,
+writes BENCHMARKS.md (the command, the date, the core count, each target met
+or missed). `--quick` and `--parts` only print, unless `--output` is given, so
+a smoke run never replaces the reference numbers.
+
+Peers run on 127.0.0.1 only, each in a memory cgroup of its own; every
+process we start is ended by its pid and every cgroup we create is removed,
+also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench import concurrency, footprint, leak, overhead, recycle, spike
+from bench.load import wrk_path
+from bench.report import Part, markdown, text_table
+from bench.scale import FULL, QUICK
+from bench.servers import CgroupUnavailable, install_signal_handlers, stop_everything, uwsgi_problem
+from tests.support.cgroups import MemoryCgroup
+from tests.support.server import PROJECT
+
+PARTS = {1: footprint, 2: overhead, 3: leak, 4: spike, 5: recycle, 6: concurrency}
+log = logging.getLogger("bench")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 3 minutes)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated part numbers (default: all)")
+    parser.add_argument("--output", type=Path, help="write the markdown here (default: BENCHMARKS.md on a full run)")
+    return parser.parse_args(argv)
+
+
+def check_cgroups() -> str | None:
+    try:
+        MemoryCgroup.create(64, prefix="fitflix-bench-probe").remove()
+    except CgroupUnavailable as error:
+        return str(error)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    install_signal_handlers()
+    scale = QUICK if args.quick else FULL
+    numbers = [int(text) for text in args.parts.split(",") if text.strip()]
+    problem = check_cgroups()
+    if problem:
+        print(f"The benchmarks need child memory cgroups (run as root on cgroup v1, or v2 with memory delegated): "
+              f"{problem}", file=sys.stderr)
+        return 2
+    wrk = wrk_path()
+    started_at = datetime.datetime.now(datetime.timezone.utc)
+    started = time.monotonic()
+    parts: list[Part] = []
+    try:
+        for number in numbers:
+            part_started = time.monotonic()
+            log.info("part %s: starting", number)
+            try:
+                part = PARTS[number].run(scale)
+            except Exception as error:
+                log.exception("part %s failed", number)
+                part = Part(number, f"{PARTS[number].__doc__.splitlines()[0]} (FAILED)", str(error), ["error"],
+                            [[str(error).splitlines()[0] if str(error) else type(error).__name__]])
+            part.seconds = time.monotonic() - part_started
+            parts.append(part)
+            print("\n" + text_table(part) + "\n", flush=True)
+    finally:
+        stop_everything()
+    total_s = time.monotonic() - started
+
+    command = ".venv/bin/python -m bench" + ("".join(f" {shlex.quote(arg)}" for arg in (argv or sys.argv[1:])))
+    affinity = len(os.sched_getaffinity(0))
+    header = [
+        f"Written by `{command}` on {started_at:%Y-%m-%d %H:%M} UTC ({scale.name} run, {total_s / 60:.1f} min).",
+        "",
+        f"- Machine: {os.cpu_count()} cores ({affinity} usable by this process), {platform.machine()}, "
+        f"Linux {platform.release()}, Python {platform.python_version()}.",
+        f"- Load generator: {'wrk (' + wrk + ')' if wrk else 'Python http.client clients (wrk not available)'} "
+        "for requests/s; Python http.client threads where per-request detail is needed.",
+        f"- uWSGI: {uwsgi_problem() or 'installed from requirements-bench.txt'}.",
+        "- The machine is shared and noisy: read medians and ratios, not single figures. Regenerate with the command "
+        "above; nothing here is asserted by the tests.",
+    ]
+    all_parts = sorted(numbers) == sorted(PARTS)
+    output = args.output or (PROJECT / "BENCHMARKS.md" if not args.quick and all_parts else None)
+    if output is not None:
+        output.write_text(markdown(parts, header))
+        print(f"wrote {output}")
+    missed = [(part.number, target.text) for part in parts for target in part.targets if target.met is False]
+    print(f"done in {total_s / 60:.1f} min; targets missed: {missed or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

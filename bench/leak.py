@@ -1,0 +1,92 @@
+"""Part 3: leak survival: 2 MB kept per request until the cgroup's limit, 8 clients."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+from bench import peers
+from bench.load import Sample, percentile, run_clients
+from bench.report import Part, Target
+from bench.scale import Scale
+from bench.servers import Peer, mb, serving
+
+log = logging.getLogger("bench")
+
+APP = "tests.apps.leaky:app"
+LEAK_MB = 2
+CLIENTS = 8
+TARGET_PEAK_PERCENT = 90
+
+
+def outcome_counts(samples: list[Sample]) -> str:
+    """'200 x4990, RemoteDisconnected x10': what the clients saw."""
+    counts = collections.Counter(str(sample.status) if sample.status else sample.error for sample in samples)
+    return ", ".join(f"{key} x{count}" for key, count in counts.most_common())
+
+
+def run(scale: Scale) -> Part:
+    budget = peers.uwsgi_budget_mb()
+    part = Part(
+        3,
+        "Leak survival",
+        f"`{APP}` /leak?mb={LEAK_MB} (each request keeps {LEAK_MB} MiB for the life of its worker), "
+        f"{scale.leak_requests:,} requests from {CLIENTS} Python client threads (keep-alive where the server "
+        f"allows it), each peer in its own memory cgroup ({peers.LIMIT_MB} MB; fitflix-cluster "
+        f"{peers.CLUSTER_LIMIT_MB} MB, where it runs {peers.cluster_workers()} workers). plain = "
+        f"`gunicorn -w {peers.PLAIN_WORKERS} -c /dev/null` (no max_requests); uwsgi = {peers.PLAIN_WORKERS} processes, "
+        f"`--reload-on-rss {budget}` (the budget FitFlix gives each of {peers.PLAIN_WORKERS} workers in "
+        f"{peers.LIMIT_MB} MB). Failed = no HTTP response or a status >= 500. Peak = `memory.max_usage_in_bytes`.",
+        ["peer", "limit MB", "OOM kills", "failed", "what clients saw", "peak MB", "peak % of limit",
+         "p50 ms", "p99 ms", "max ms", "workers used", "time s"],
+    )
+    line_up: list[Peer] = [peers.plain(APP)]
+    reason = peers.uwsgi_or_reason()
+    if reason is None:
+        line_up.append(peers.uwsgi(APP))
+    else:
+        part.add("uwsgi", peers.LIMIT_MB, "-", "-", f"not run: {reason}", *["-"] * 7)
+    line_up += [peers.fitflix(APP), peers.fitflix_cluster(APP)]
+
+    results = {}
+    for peer in line_up:
+        log.info("part 3: %s", peer.name)
+        try:
+            with serving(peer) as running:
+                started = time.monotonic()
+                samples = run_clients(running.port, f"/leak?mb={LEAK_MB}", scale.leak_requests, CLIENTS,
+                                      scale.leak_time_limit_s, timeout_s=30, read_pid=True)
+                elapsed = time.monotonic() - started
+                oom_kills, peak = running.oom_kills(), running.peak_bytes()
+                recycle_lines = running.log().count("Recycling worker pid=")
+        except Exception as error:
+            log.exception("part 3: %s failed", peer.name)
+            part.add(peer.name, peer.limit_mb, "-", "-", f"failed: {str(error).splitlines()[0]}", *["-"] * 7)
+            continue
+        failed = [sample for sample in samples if sample.status is None or sample.status >= 500]
+        latencies = [sample.latency_s * 1000 for sample in samples]
+        pids = {sample.pid for sample in samples if sample.pid}
+        peak_percent = 100 * peak / (peer.limit_mb * 1024 * 1024) if peak else None
+        results[peer.name] = (oom_kills, len(failed), peak_percent, len(samples))
+        part.add(peer.name, peer.limit_mb, oom_kills, len(failed), outcome_counts(samples), mb(peak, 0),
+                 f"{peak_percent:.0f}%" if peak_percent is not None else "-",
+                 f"{percentile(latencies, 0.5):.1f}", f"{percentile(latencies, 0.99):.1f}", f"{max(latencies):.0f}",
+                 len(pids), f"{elapsed:.0f}")
+        if recycle_lines:
+            part.notes.append(f"{peer.name}: {recycle_lines} 'Recycling worker' log lines")
+        if len(samples) < scale.leak_requests:
+            part.notes.append(f"{peer.name}: stopped at the {scale.leak_time_limit_s:g} s time bound after "
+                              f"{len(samples)} requests")
+
+    for name in ("fitflix", "fitflix-cluster"):
+        text = f"{name}: 0 OOM kills, 0 failed, peak <= {TARGET_PEAK_PERCENT}% of the limit"
+        if name not in results:
+            part.targets.append(Target(text, None, "did not run"))
+            continue
+        oom_kills, failed, peak_percent, count = results[name]
+        met = (oom_kills == 0 and failed == 0 and peak_percent is not None and peak_percent <= TARGET_PEAK_PERCENT
+               and count >= scale.leak_requests)
+        part.targets.append(Target(text, met, f"{oom_kills} OOM kills, {failed} failed of {count}, peak "
+                                             f"{peak_percent:.0f}%" if peak_percent is not None else "no peak"))
+    return part

@@ -1,0 +1,70 @@
+"""Tables and targets: printed as text while the run goes, written to BENCHMARKS.md at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Target:
+    text: str  # what the target asks
+    met: bool | None  # None: could not be measured here
+    measured: str  # the figures it was judged on
+
+
+@dataclass
+class Part:
+    number: int
+    title: str
+    method: str  # how it was measured, one paragraph
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, *cells: object) -> None:
+        self.rows.append([str(cell) for cell in cells])
+
+
+def verdict(target: Target) -> str:
+    return {True: "met", False: "MISSED", None: "not measured"}[target.met]
+
+
+def text_table(part: Part) -> str:
+    widths = [len(column) for column in part.columns]
+    for row in part.rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
+    lines = [f"== Part {part.number}: {part.title} ({part.seconds:.0f} s) =="]
+    lines.append("  ".join(column.ljust(width) for column, width in zip(part.columns, widths)))
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in part.rows]
+    lines += [f"note: {note}" for note in part.notes]
+    lines += [f"target: {target.text} -> {verdict(target)} ({target.measured})" for target in part.targets]
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown(parts: list[Part], header: list[str]) -> str:
+    lines = ["# FitFlix benchmarks", ""] + header + [""]
+    all_targets = [(part, target) for part in parts for target in part.targets]
+    if all_targets:
+        lines += ["## Targets", "", "| part | target | result | measured |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| {part.number} | {_cell(target.text)} | {verdict(target)} | {_cell(target.measured)} |"
+            for part, target in all_targets
+        ]
+        lines.append("")
+    for part in parts:
+        lines += [f"## Part {part.number}: {part.title}", "", part.method, ""]
+        lines.append("| " + " | ".join(map(_cell, part.columns)) + " |")
+        lines.append("| " + " | ".join("---" for _ in part.columns) + " |")
+        lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in part.rows]
+        lines.append("")
+        lines += [f"- {note}" for note in part.notes]
+        lines += [f"- Target: {target.text}: **{verdict(target)}** ({target.measured})" for target in part.targets]
+        lines += ["", f"_Part {part.number} took {part.seconds:.0f} s._", ""]
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""How big each part runs: the full run (about 15-20 minutes on 2 cores) or --quick (about 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    footprint_requests: int
+    footprint_time_limit_s: float
+    overhead_rounds: int
+    overhead_run_s: float
+    leak_requests: int
+    leak_time_limit_s: float
+    spike_time_limit_s: float
+    recycle_requests: int
+    recycle_time_limit_s: float
+    concurrency_rounds: int
+    concurrency_run_s: float
+
+
+FULL = Scale(
+    name="full",
+    footprint_requests=50_000,
+    footprint_time_limit_s=150,
+    overhead_rounds=8,
+    overhead_run_s=8,
+    leak_requests=5_000,
+    leak_time_limit_s=240,
+    spike_time_limit_s=60,
+    recycle_requests=2_500,
+    recycle_time_limit_s=120,
+    concurrency_rounds=3,
+    concurrency_run_s=10,
+)
+
+QUICK = Scale(
+    name="quick",
+    footprint_requests=3_000,
+    footprint_time_limit_s=30,
+    overhead_rounds=2,
+    overhead_run_s=3,
+    leak_requests=600,
+    leak_time_limit_s=60,
+    spike_time_limit_s=30,
+    recycle_requests=400,
+    recycle_time_limit_s=40,
+    concurrency_rounds=1,
+    concurrency_run_s=4,
+)

@@ -1,0 +1,108 @@
+"""Part 4: one request that allocates 1.5 x the limit, under light background load on /health."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+
+from bench import peers
+from bench.leak import outcome_counts
+from bench.load import run_clients
+from bench.report import Part
+from bench.scale import Scale
+from bench.servers import Peer, mb, serving
+
+log = logging.getLogger("bench")
+
+APP = "tests.apps.leaky:app"
+BACKGROUND_CLIENTS = 2
+BACKGROUND_PACE_S = 0.02
+BEFORE_S = 1.0  # background load alone before the spike
+AFTER_S = 2.0  # and after the service answers again
+
+
+def first_fresh_answer(port: int, time_limit_s: float) -> float | None:
+    """Seconds until /health answers 200 on a fresh connection (polled every 10 ms), None if never."""
+    started = time.monotonic()
+    while time.monotonic() - started < time_limit_s:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return time.monotonic() - started
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.01)  # the poll interval
+    return None
+
+
+def longest_gap_s(samples, since_s: float) -> float:
+    """Longest stretch after `since_s` with no successful background answer."""
+    ends = [since_s] + sorted(sample.end_s for sample in samples if sample.ok and sample.end_s >= since_s)
+    last = max((sample.end_s for sample in samples), default=since_s)
+    ends.append(max(last, ends[-1]))
+    return max(later - earlier for earlier, later in zip(ends, ends[1:]))
+
+
+def run(scale: Scale) -> Part:
+    part = Part(
+        4,
+        "One oversized request (spike)",
+        f"`{APP}` /spike?mb=1.5 x limit (768 in {peers.LIMIT_MB} MB, 1536 in {peers.CLUSTER_LIMIT_MB} MB for "
+        f"fitflix-cluster), sent once {BEFORE_S:g} s into a background load of {BACKGROUND_CLIENTS} clients on /health "
+        f"(one request every {BACKGROUND_PACE_S * 1000:.0f} ms each). 'answers again' = from the spike's response "
+        "(or error) to the first 200 from /health on a fresh connection; 'longest gap' = the longest time without a "
+        "successful background answer from the moment the spike was sent.",
+        ["peer", "OOM kills", "spike saw", "spike ms", "background saw", "longest gap ms", "answers again ms",
+         "peak MB"],
+    )
+    line_up: list[Peer] = [peers.plain(APP)]
+    reason = peers.uwsgi_or_reason()
+    if reason is None:
+        line_up.append(peers.uwsgi(APP))
+    else:
+        part.add("uwsgi", "-", f"not run: {reason}", *["-"] * 5)
+    line_up += [peers.fitflix(APP), peers.fitflix_cluster(APP)]
+
+    for peer in line_up:
+        log.info("part 4: %s", peer.name)
+        spike_mb = peer.limit_mb * 3 // 2
+        try:
+            with serving(peer) as running:
+                stop = threading.Event()
+                background: list = []
+                thread = threading.Thread(
+                    target=lambda: background.extend(run_clients(
+                        running.port, "/health", 100_000, BACKGROUND_CLIENTS, scale.spike_time_limit_s,
+                        pace_s=BACKGROUND_PACE_S, timeout_s=10, stop=stop)),
+                    daemon=True,
+                )
+                thread.start()
+                time.sleep(BEFORE_S)  # background alone first: the load the spike lands in
+                spike_sent = time.monotonic()
+                spike = run_clients(running.port, f"/spike?mb={spike_mb}", 1, 1, scale.spike_time_limit_s / 2,
+                                    timeout_s=scale.spike_time_limit_s / 2)
+                answers_again = first_fresh_answer(running.port, scale.spike_time_limit_s / 4)
+                time.sleep(AFTER_S)
+                stop.set()
+                thread.join(15)
+                oom_kills, peak = running.oom_kills(), running.peak_bytes()
+        except Exception as error:
+            log.exception("part 4: %s failed", peer.name)
+            part.add(peer.name, "-", f"failed: {str(error).splitlines()[0]}", *["-"] * 5)
+            continue
+        spike_sample = spike[0] if spike else None
+        part.add(
+            f"{peer.name} ({spike_mb} MB in {peer.limit_mb} MB)", oom_kills,
+            outcome_counts(spike) if spike else "-",
+            f"{spike_sample.latency_s * 1000:.0f}" if spike_sample else "-",
+            outcome_counts(background),
+            f"{longest_gap_s(background, spike_sent) * 1000:.0f}",
+            f"{answers_again * 1000:.0f}" if answers_again is not None else "never",
+            mb(peak, 0),
+        )
+    return part

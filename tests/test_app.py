@@ -1,0 +1,289 @@
+"""The Flask app through its test client: health endpoints, JSON errors, headers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+
+import pytest
+
+from fitflix import create_app
+from fitflix.health import HealthContext
+from fitflix.memory.service import MemoryProbe, measure_container
+from fitflix.serving import backstop
+from fitflix.serving.sizing import make_plan
+from fitflix.serving.state import RUNTIME
+from fitflix.settings import Settings
+from tests.fakes import MIB, make_cgroup_v1, make_meminfo, make_proc, smaps_rollup_text
+
+FAKE_CGROUP_PATH = "/process_api/0123456789abcdef"
+MEMORY_KEYS = ("rss", "heapUsed", "heapTotal", "external", "limit", "usage", "available")
+
+
+@pytest.fixture(autouse=True)
+def standalone_runtime(monkeypatch):
+    """This process as the app sees it without gunicorn: standalone, no shared state."""
+    monkeypatch.setattr(RUNTIME, "role", "standalone")
+    monkeypatch.setattr(RUNTIME, "master_pid", os.getpid())
+    monkeypatch.setattr(RUNTIME, "shared", None)
+    monkeypatch.setattr(RUNTIME, "plan", None)
+
+
+@pytest.fixture
+def client():
+    """A test client of an app sized for 512 MB from the settings, on this machine."""
+    return create_app(Settings(max_memory_mb=512)).test_client()
+
+
+def app_on_fake_machine(root, settings: Settings, usage_bytes: int, inactive_file_bytes: int = 0, oom_kill: int = 0):
+    """An app whose MemoryProbe reads a fake 512 MB v1 cgroup and a fake smaps of this pid under `root`."""
+    make_cgroup_v1(
+        root,
+        FAKE_CGROUP_PATH,
+        limit_bytes=512 * MIB,
+        usage=usage_bytes,
+        inactive_file=inactive_file_bytes,
+        oom_kill=oom_kill,
+    )
+    make_meminfo(root, total_kb=8 * 1024 * 1024)
+    make_proc(
+        root,
+        os.getpid(),
+        os.getppid(),
+        smaps_rollup=smaps_rollup_text(
+            rss_kb=60 * 1024, pss_kb=40 * 1024, private_clean_kb=1024, private_dirty_kb=15 * 1024
+        ),
+    )
+    plan = make_plan(settings, measure_container(root))
+    app = create_app(settings)
+    probe = MemoryProbe((plan.limit_mb, plan.limit_source), root=root)
+    app.extensions["fitflix.health"] = HealthContext(settings, plan, probe)
+    return app
+
+
+def _is_whole_or_null(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def test_health_answers_ok(client):
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    body = response.get_json()
+    assert set(body) == {"status", "service", "uptimeSeconds", "timestamp"}
+    assert body["status"] == "OK"
+    assert body["service"] == "fitflix-backend"
+    assert isinstance(body["uptimeSeconds"], (int, float)) and body["uptimeSeconds"] >= 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["timestamp"])
+
+
+def test_health_memory_shape_on_this_machine(client):
+    response = client.get("/health/memory")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] in ("OK", "WARNING", "CRITICAL")
+    for key in MEMORY_KEYS:
+        assert _is_whole_or_null(body["memory"][key]), (key, body["memory"][key])
+    assert body["memory"]["limit"] == 512
+    assert body["memory"]["limitSource"] == "env"
+    assert body["memory"]["external"] is None
+    assert 0 <= body["memory"]["available"] <= 512
+    assert set(body["clustering"]) == {"enabled", "isWorker", "workerId", "workers", "plannedWorkers", "threads"}
+    assert body["clustering"]["workerId"] == os.getpid()
+    assert body["clustering"]["isWorker"] is False
+    assert set(body["container"]) >= {"cgroupVersion", "limitBytes", "limitSource", "usageBytes", "oomKills"}
+    assert body["container"]["limitBytes"] == 512 * MIB
+    assert [process["pid"] for process in body["processes"]] == [os.getpid()]
+    assert body["processes"][0]["role"] == "standalone"
+    assert body["processes"][0]["pssBytes"] > 0
+    assert body["thresholds"]["warnPercent"] == 80 and body["thresholds"]["criticalPercent"] == 90
+    assert body["thresholds"]["warnBytes"] == 512 * MIB * 80 // 100
+    assert body["recycles"] is None
+
+
+def test_health_memory_figures_from_a_fake_machine(tmp_path):
+    app = app_on_fake_machine(tmp_path, Settings(), usage_bytes=300 * MIB, inactive_file_bytes=44 * MIB, oom_kill=2)
+
+    body = app.test_client().get("/health/memory").get_json()
+
+    # working set 256 MB of a 512 MB cgroup limit: 50 %
+    assert body["status"] == "OK"
+    assert {key: body["memory"][key] for key in ("rss", "external", "limit", "usage", "available", "limitSource")} == {
+        "rss": 40,  # the service's PSS
+        "external": None,
+        "limit": 512,
+        "usage": 50,
+        "available": 256,
+        "limitSource": "cgroup v1",
+    }
+    assert all(_is_whole_or_null(body["memory"][key]) for key in MEMORY_KEYS)
+    assert body["container"] == {
+        "cgroupVersion": 1,
+        "cgroupPath": FAKE_CGROUP_PATH,
+        "limitBytes": 512 * MIB,
+        "limitSource": "cgroup v1",
+        "cgroupLimitBytes": 512 * MIB,
+        "usageBytes": 300 * MIB,
+        "workingSetBytes": 256 * MIB,
+        "oomKills": 2,
+        "usedBytes": 256 * MIB,
+        "usedSource": "cgroup v1 working set",
+    }
+    assert body["processes"] == [
+        {
+            "pid": os.getpid(),
+            "role": "standalone",
+            "rssBytes": 60 * MIB,
+            "pssBytes": 40 * MIB,
+            "ussBytes": 16 * MIB,
+        }
+    ]
+    assert body["servicePssBytes"] == 40 * MIB
+    assert body["clustering"]["enabled"] is False
+    assert body["clustering"]["plannedWorkers"] == 1
+    assert body["thresholds"] == {
+        "warnPercent": 80,
+        "criticalPercent": 90,
+        "warnBytes": 512 * MIB * 80 // 100,
+        "criticalBytes": 512 * MIB * 90 // 100,
+        "workerBudgetMb": 361,
+        "workerHardCapMb": 412,
+    }
+
+
+@pytest.mark.parametrize(
+    ("usage_bytes", "fail_on_critical", "expected_status", "expected_code"),
+    [
+        (470 * MIB, True, "CRITICAL", 503),
+        (461 * MIB, True, "CRITICAL", 503),  # 90.04 %: just past the critical level
+        (470 * MIB, False, "CRITICAL", 200),
+        (460 * MIB, True, "WARNING", 200),  # 89.84 %: just short of it
+        (420 * MIB, True, "WARNING", 200),
+        (200 * MIB, True, "OK", 200),
+        (200 * MIB, False, "OK", 200),
+    ],
+)
+def test_health_fail_on_critical(tmp_path, usage_bytes, fail_on_critical, expected_status, expected_code):
+    app = app_on_fake_machine(tmp_path, Settings(health_fail_on_critical=fail_on_critical), usage_bytes=usage_bytes)
+
+    response = app.test_client().get("/health/memory")
+
+    assert response.status_code == expected_code
+    assert response.get_json()["status"] == expected_status
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_plain_health_stays_200_when_memory_is_critical(tmp_path):
+    app = app_on_fake_machine(tmp_path, Settings(health_fail_on_critical=True), usage_bytes=500 * MIB)
+
+    assert app.test_client().get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected_code"),
+    [
+        ("GET", "/health", 200),
+        ("GET", "/health/memory", 200),
+        ("HEAD", "/health", 200),
+        ("HEAD", "/health/memory", 200),
+        ("GET", "/no/such/page", 404),
+        ("POST", "/health", 405),
+        ("DELETE", "/health/memory", 405),
+    ],
+)
+def test_every_answer_is_no_store(client, method, path, expected_code):
+    response = client.open(path, method=method)
+
+    assert response.status_code == expected_code
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/memory"])
+def test_head_answers_headers_and_no_body(client, path):
+    response = client.head(path)
+
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    assert response.data == b""
+
+
+def test_unknown_url_is_a_json_404(client):
+    response = client.get("/no/such/page")
+
+    assert response.status_code == 404
+    assert response.content_type == "application/json"
+    body = json.loads(response.data)
+    assert body["error"] == "Not Found"
+    assert body["status"] == 404
+    assert body["message"]
+
+
+def test_wrong_method_is_a_json_405_with_allow(client):
+    response = client.post("/health")
+
+    assert response.status_code == 405
+    assert response.content_type == "application/json"
+    assert {"GET", "HEAD"} <= {method.strip() for method in response.headers["Allow"].split(",")}
+    assert "POST" not in response.headers["Allow"]
+    body = json.loads(response.data)
+    assert (body["error"], body["status"]) == ("Method Not Allowed", 405)
+
+
+def test_a_view_out_of_memory_answers_a_json_503(monkeypatch):
+    monkeypatch.setattr(backstop, "_tripped", threading.Event())  # trip() sets a process-wide flag
+    app = create_app(Settings(max_memory_mb=512))
+
+    @app.get("/test/out-of-memory")
+    def out_of_memory():
+        raise MemoryError
+
+    response = app.test_client().get("/test/out-of-memory")
+
+    assert response.status_code == 503
+    assert response.content_type == "application/json"
+    assert response.headers["Retry-After"] == "1"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = json.loads(response.data)
+    assert (body["error"], body["status"]) == ("Service Unavailable", 503)
+    assert "memory" in body["message"]
+    assert backstop.tripped()
+
+
+def test_a_view_that_raises_gives_a_json_500_without_the_traceback(caplog):
+    app = create_app(Settings(max_memory_mb=512))
+
+    @app.get("/test/broken")
+    def broken():
+        raise RuntimeError("the database password is hunter2")
+
+    response = app.test_client().get("/test/broken")
+
+    assert response.status_code == 500
+    assert response.content_type == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = json.loads(response.data)
+    assert (body["error"], body["status"]) == ("Internal Server Error", 500)
+    assert body["message"]
+    assert b"Traceback" not in response.data and b"hunter2" not in response.data
+    assert "Unhandled error" in caplog.text and "hunter2" in caplog.text  # the log keeps the detail
+
+
+def test_the_500_handler_answers_with_its_own_message(caplog):
+    app = create_app(Settings(max_memory_mb=512))
+
+    @app.get("/test/broken")
+    def broken():
+        raise RuntimeError("boom")
+
+    response = app.test_client().get("/test/broken")
+
+    assert json.loads(response.data) == {
+        "error": "Internal Server Error",
+        "status": 500,
+        "message": "The server could not complete the request.",
+    }
+    assert "TypeError" not in caplog.text

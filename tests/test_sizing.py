@@ -1,0 +1,215 @@
+"""make_plan and budget_problem: how many workers, with what budgets, from which limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from fitflix.serving.sizing import MASTER_RESERVE_MB, MIB, Container, budget_problem, make_plan, resolve_limit
+from fitflix.settings import Settings
+
+HOST_4GB = 4096
+
+
+def container(cgroup_mb: int | None = None, version: int | None = None, host_mb: int = HOST_4GB, cpus: float = 2.0):
+    return Container(
+        cgroup_limit_bytes=None if cgroup_mb is None else cgroup_mb * MIB,
+        cgroup_version=version if cgroup_mb is not None else None,
+        host_memory_bytes=host_mb * MIB,
+        cpus=cpus,
+        cpu_source="CPU affinity",
+    )
+
+
+# Each expected figure is worked out by hand from the rules in sizing.py:
+#   holds  = floor((limit x critical% - 48) / (WORKER_MAX_MEMORY_MB or 256)), at least 1
+#   budget = WORKER_MAX_MEMORY_MB, else floor((limit x warn% - 48) / workers)
+#   cap    = budget + floor(limit x (critical% - warn%) / workers)
+PLANS = [
+    pytest.param(
+        container(512, 1), {}, (512, "cgroup v1"), 1, 361, 412, "clustering disabled", None,
+        id="clustering off -> 1 worker",
+    ),
+    pytest.param(
+        container(1024, 2), {"ENABLE_CLUSTERING": "true"}, (1024, "cgroup v2"), 3, 257, 291,
+        "min(2 x 2 CPUs + 1 = 5, 3 workers of 256 MB in 922 MB) = 3", None,
+        id="clustering at 1024 MB, 2 CPUs -> memory-bound 3",
+    ),
+    pytest.param(
+        container(512, 2), {"ENABLE_CLUSTERING": "true"}, (512, "cgroup v2"), 1, 361, 412,
+        "the limit 512 MB is below CLUSTER_MIN_MEMORY_MB=1024: one worker", None,
+        id="clustering at 512 MB -> 1 worker, says why",
+    ),
+    pytest.param(
+        container(512, 2), {"ENABLE_CLUSTERING": "true", "CLUSTER_MIN_MEMORY_MB": "512"}, (512, "cgroup v2"),
+        1, 361, 412, "clustering: min(2 x 2 CPUs + 1 = 5, 1 workers of 256 MB in 461 MB) = 1", None,
+        id="clustering allowed at 512 MB still fits 1",
+    ),
+    pytest.param(
+        container(4096, 2, cpus=8), {"ENABLE_CLUSTERING": "yes"}, (4096, "cgroup v2"), 14, 230, 259,
+        "= 14", None,
+        id="clustering at 4 GB, 8 CPUs -> memory-bound 14",
+    ),
+    pytest.param(
+        container(2048, 2, cpus=1.5), {"ENABLE_CLUSTERING": "1"}, (2048, "cgroup v2"), 4, 397, 448,
+        "2 x 1.5 CPUs + 1 = 4", None,
+        id="fractional CPU quota 1.5 -> 4 workers",
+    ),
+    pytest.param(
+        container(2048, 1, cpus=0.5), {"ENABLE_CLUSTERING": "true"}, (2048, "cgroup v1"), 2, 795, 897,
+        "2 x 0.5 CPUs + 1 = 2", None,
+        id="fractional CPU quota 0.5 -> 2 workers",
+    ),
+    pytest.param(
+        container(None, cpus=0.25), {"ENABLE_CLUSTERING": "true", "MAX_MEMORY_MB": "2048"}, (2048, "env"),
+        1, 1590, 1794, "2 x 0.25 CPUs + 1 = 1", None,
+        id="a quarter CPU -> 1 worker",
+    ),
+    pytest.param(
+        container(512, 1), {"WEB_CONCURRENCY": "4", "MAX_MEMORY_MB": "512"}, (512, "env"), 4, 90, 102,
+        "WEB_CONCURRENCY=4 sets the worker count",
+        "WEB_CONCURRENCY=4 is more workers than 512 MB holds at 256 MB each (1)",
+        id="WEB_CONCURRENCY wins past what memory holds, with a warning",
+    ),
+    pytest.param(
+        container(1024, 2), {"WEB_CONCURRENCY": "2", "ENABLE_CLUSTERING": "true"}, (1024, "cgroup v2"), 2, 385,
+        436, "WEB_CONCURRENCY=2 sets the worker count", None,
+        id="WEB_CONCURRENCY wins over the CPU rule, no warning when it fits",
+    ),
+    pytest.param(
+        container(1024, 2), {"WEB_CONCURRENCY": "3"}, (1024, "cgroup v2"), 3, 257, 291,
+        "WEB_CONCURRENCY=3 sets the worker count", None,
+        id="WEB_CONCURRENCY wins with clustering off",
+    ),
+    pytest.param(
+        container(1024, 2), {"ENABLE_CLUSTERING": "true", "WORKER_MAX_MEMORY_MB": "200"}, (1024, "cgroup v2"),
+        4, 200, 225, "4 workers of 200 MB", None,
+        id="WORKER_MAX_MEMORY_MB overrides the budget and the sizing",
+    ),
+    pytest.param(
+        container(512, 1), {"WORKER_MAX_MEMORY_MB": "300"}, (512, "cgroup v1"), 1, 300, 351,
+        "clustering disabled", None,
+        id="WORKER_MAX_MEMORY_MB overrides one worker's budget",
+    ),
+    pytest.param(
+        container(512, 1, host_mb=8192), {"MAX_MEMORY_MB": "768"}, (768, "env"), 1, 566, 642,
+        "clustering disabled", None,
+        id="MAX_MEMORY_MB wins over the cgroup",
+    ),
+    pytest.param(
+        container(1024, 1, host_mb=8192), {}, (1024, "cgroup v1"), 1, 771, 873, "clustering disabled", None,
+        id="the cgroup wins over the host",
+    ),
+    pytest.param(
+        container(None, host_mb=2048), {}, (2048, "host"), 1, 1590, 1794, "clustering disabled", None,
+        id="the host when there is no cgroup limit",
+    ),
+    pytest.param(
+        container(2048, 2, cpus=4),
+        {"ENABLE_CLUSTERING": "true", "MEMORY_WARN_PERCENT": "70", "MEMORY_CRITICAL_PERCENT": "95"},
+        (2048, "cgroup v2"), 7, 197, 270, "= 7", None,
+        id="other warning and critical levels move budget and cap",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("measured", "environ", "limit", "workers", "budget_mb", "hard_cap_mb", "note", "warning"), PLANS
+)
+def test_make_plan(measured, environ, limit, workers, budget_mb, hard_cap_mb, note, warning):
+    plan = make_plan(Settings.from_env(environ), measured)
+
+    assert (plan.limit_mb, plan.limit_source) == limit
+    assert plan.workers == workers
+    assert plan.worker_budget_mb == budget_mb
+    assert plan.worker_hard_cap_mb == hard_cap_mb
+    assert any(note in line for line in plan.notes), plan.notes
+    if warning is None:
+        assert plan.warnings == ()
+    else:
+        assert any(warning in line for line in plan.warnings), plan.warnings
+
+
+@pytest.mark.parametrize(
+    ("cgroup_mb", "version", "environ", "expected"),
+    [
+        (512, 1, {"MAX_MEMORY_MB": "1024"}, (1024, "env")),
+        (512, 1, {}, (512, "cgroup v1")),
+        (512, 2, {}, (512, "cgroup v2")),
+        (None, None, {}, (HOST_4GB, "host")),
+    ],
+)
+def test_resolve_limit_order(cgroup_mb, version, environ, expected):
+    assert resolve_limit(Settings.from_env(environ), container(cgroup_mb, version)) == expected
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{}, {"ENABLE_CLUSTERING": "true"}, {"WEB_CONCURRENCY": "3"}, {"ENABLE_CLUSTERING": "true", "THREADS": "2"}],
+)
+def test_the_plan_keeps_the_whole_service_under_its_levels(environ):
+    plan = make_plan(Settings.from_env(environ), container(1024, 2))
+
+    assert MASTER_RESERVE_MB + plan.workers * plan.worker_budget_mb <= 1024 * 0.8
+    assert MASTER_RESERVE_MB + plan.workers * plan.worker_hard_cap_mb <= 1024 * 0.9
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"WORKER_MAX_MEMORY_MB": "2000"},
+        {"WORKER_MAX_MEMORY_MB": "2000", "ENABLE_CLUSTERING": "true", "CLUSTER_MIN_MEMORY_MB": "512"},
+    ],
+)
+def test_a_worker_budget_larger_than_the_limit_is_warned_about(environ):
+    plan = make_plan(Settings.from_env(environ), container(512, 2))
+
+    assert any("WORKER_MAX_MEMORY_MB=2000" in warning for warning in plan.warnings), plan.warnings
+
+
+def test_plan_carries_the_settings_it_serves():
+    settings = Settings.from_env({"THREADS": "4", "MAX_REQUESTS": "500", "MAX_REQUESTS_JITTER": "50"})
+
+    plan = make_plan(settings, container(512, 2, cpus=1.5))
+
+    assert (plan.threads, plan.max_requests, plan.max_requests_jitter) == (4, 500, 50)
+    assert (plan.cpus, plan.cpu_source) == (1.5, "CPU affinity")
+    assert (plan.warn_percent, plan.critical_percent) == (80, 90)
+    assert plan.worker_class == "gthread"
+    assert plan.as_dict()["workers"] == plan.workers
+
+
+def test_no_jitter_without_max_requests():
+    plan = make_plan(Settings.from_env({"MAX_REQUESTS": "0"}), container(512, 2))
+
+    assert (plan.max_requests, plan.max_requests_jitter) == (0, 0)
+
+
+def test_budget_problem_none_when_the_budget_holds_the_baseline():
+    plan = make_plan(Settings(), container(512, 1))  # budget 361 MB
+
+    assert budget_problem(plan, baseline_mb=40.0, budget_from_env=False) is None
+    assert budget_problem(plan, baseline_mb=361.0, budget_from_env=False) is None
+
+
+def test_budget_problem_names_worker_max_memory_mb_when_it_came_from_the_environment():
+    plan = make_plan(Settings.from_env({"WORKER_MAX_MEMORY_MB": "20"}), container(512, 1))
+
+    problem = budget_problem(plan, baseline_mb=35.2, budget_from_env=True)
+
+    assert problem is not None
+    assert problem.startswith("WORKER_MAX_MEMORY_MB=20: ")
+    assert "about 35 MB" in problem
+    assert "expected at least 36" in problem
+
+
+def test_budget_problem_explains_a_limit_too_small_for_the_workers():
+    plan = make_plan(Settings.from_env({"WEB_CONCURRENCY": "16"}), container(512, 2))  # 22 MB each
+
+    problem = budget_problem(plan, baseline_mb=30.0, budget_from_env=False)
+
+    assert plan.worker_budget_mb == 22
+    assert problem is not None
+    assert "512 MB limit (cgroup v2)" in problem
+    assert "each of 16 worker(s) 22 MB" in problem
+    assert "below the 30 MB" in problem
+    assert "WORKER_MAX_MEMORY_MB" not in problem

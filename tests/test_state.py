@@ -1,0 +1,177 @@
+"""SharedState across real forked processes: counts, and the one memory-recycle slot."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import pytest
+
+from fitflix.serving.state import REASONS, SharedState
+
+
+def in_child(action: Callable[[], int]) -> int:
+    """Fork, run `action` in the child and exit with its return code; 99 if it raised."""
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = action()
+        finally:
+            os._exit(code)  # never back into pytest in the child
+    _pid, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.fixture
+def state(tmp_path):
+    """A fresh SharedState, its backing file in tmp_path."""
+    return SharedState(str(tmp_path))
+
+
+def test_counts_start_at_zero_and_leave_no_file_behind(state, tmp_path):
+    assert state.recycle_counts() == dict.fromkeys(REASONS, 0)
+    assert list(tmp_path.iterdir()) == []
+    assert state.memory_recycle_holder() == 0
+    assert state.guard_target() == 0
+
+
+def test_a_count_made_in_a_forked_child_is_seen_by_the_parent(state):
+    def child() -> int:
+        state.count_recycle("memory")
+        state.count_recycle("backstop")
+        state.count_recycle("memory")
+        return 0
+
+    assert in_child(child) == 0
+
+    assert state.recycle_counts() == {**dict.fromkeys(REASONS, 0), "memory": 2, "backstop": 1}
+
+
+def test_a_count_made_in_the_parent_is_seen_by_a_child(state):
+    state.count_recycle("guard")
+
+    assert in_child(lambda: state.recycle_counts()["guard"]) == 1
+
+
+def test_concurrent_children_lose_no_count(state):
+    per_child, children = 200, 4
+    pids = []
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:
+            code = 99
+            try:
+                for _ in range(per_child):
+                    state.count_recycle("max_requests")
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+
+    assert codes == [0] * children
+    assert state.recycle_counts()["max_requests"] == per_child * children
+
+
+def test_an_unknown_reason_is_refused(state):
+    with pytest.raises(ValueError):
+        state.count_recycle("boredom")
+
+
+def test_memory_recycle_is_one_at_a_time_across_processes(state):
+    me = os.getpid()
+    assert state.claim_memory_recycle(me) is True
+    assert state.claim_memory_recycle(me) is True  # the holder may ask again
+
+    # A live holder (this process) keeps the slot from a child.
+    assert in_child(lambda: int(state.claim_memory_recycle(os.getpid()))) == 0
+    assert state.memory_recycle_holder() == me
+
+    state.release(me)
+    assert state.memory_recycle_holder() == 0
+
+    # Free again: a child takes it, then ends without releasing it.
+    claimed_in_child = in_child(lambda: int(state.claim_memory_recycle(os.getpid())))
+    assert claimed_in_child == 1
+
+    # The holder is dead (and reaped): the slot is free for the next one.
+    assert state.memory_recycle_holder() == 0
+    assert state.claim_memory_recycle(me) is True
+    assert state.memory_recycle_holder() == me
+    state.release(me)
+
+
+def test_a_live_child_holding_the_slot_keeps_it_until_it_ends(state):
+    claimed_read, claimed_write = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(claimed_read)
+            os.close(go_write)
+            code = 0 if state.claim_memory_recycle(os.getpid()) else 1
+            os.write(claimed_write, b"x")
+            os.read(go_read, 1)  # hold the slot, alive, until the parent has looked
+        finally:
+            os._exit(code)
+    os.close(claimed_write)
+    os.close(go_read)
+    try:
+        assert os.read(claimed_read, 1) == b"x"
+
+        assert state.memory_recycle_holder() == pid
+        assert state.claim_memory_recycle(os.getpid()) is False
+    finally:
+        os.write(go_write, b"x")
+        os.close(go_write)
+        os.close(claimed_read)
+        _pid, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert state.claim_memory_recycle(os.getpid()) is True
+    state.release(os.getpid())
+
+
+def test_release_frees_the_slot_for_another_live_process(state):
+    claimed_read, claimed_write = os.pipe()
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(claimed_read)
+            os.close(go_write)
+            state.claim_memory_recycle(os.getpid())
+            os.write(claimed_write, b"x")
+            os.read(go_read, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(claimed_write)
+    os.close(go_read)
+    try:
+        assert os.read(claimed_read, 1) == b"x"
+        assert state.claim_memory_recycle(os.getpid()) is False
+
+        state.release(pid)  # what the master does when it reaps the worker
+
+        assert state.claim_memory_recycle(os.getpid()) is True
+    finally:
+        os.write(go_write, b"x")
+        os.close(go_write)
+        os.close(claimed_read)
+        os.waitpid(pid, 0)
+    state.release(os.getpid())
+
+
+def test_guard_target_is_shared_and_released(state):
+    state.mark_guard_target(4321)
+
+    assert in_child(lambda: 0 if state.guard_target() == 4321 else 1) == 0
+
+    state.release(1234)  # someone else: no change
+    assert state.guard_target() == 4321
+    state.release(4321)
+    assert state.guard_target() == 0
