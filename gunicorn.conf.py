@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fitflix.serving import hooks  # noqa: E402
+from fitflix.serving.logs import FitflixLogger  # noqa: E402
 
 fitflix_config = hooks.load_server_config(Path(__file__).resolve().with_name(".env"))
 settings, plan = fitflix_config.settings, fitflix_config.plan
@@ -46,9 +47,12 @@ worker_tmp_dir = fitflix_config.worker_tmp_dir
 # gunicorn 27's control socket costs ~2 MB in the master and writes under $HOME.
 control_socket_disable = not settings.control_socket
 
+# Logs to stdout/stderr, where Render and Heroku collect them; LOG_FORMAT=json
+# makes every line one JSON object, ACCESS_LOG_HEALTH=false drops probe lines.
 loglevel = settings.log_level
 accesslog = "-"
 errorlog = "-"
+logger_class = FitflixLogger
 
 on_starting = hooks.on_starting
 when_ready = hooks.when_ready

@@ -14,6 +14,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; `settings` defaults to the process environment (and `.env`)."""
     settings = settings or load_settings()
     app = Flask(__name__)
+    # Never debug mode, whatever FLASK_DEBUG says: it would serve tracebacks.
+    app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, TRAP_HTTP_EXCEPTIONS=False)
     app.config["FITFLIX_SETTINGS"] = settings
     register_blueprints(app)
     register_error_handlers(app)
@@ -23,8 +25,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def register_blueprints(app: Flask) -> None:
     from fitflix.health import health
+    from fitflix.metrics import register_metrics
+    from fitflix.openapi import api_docs
 
     app.register_blueprint(health)
+    app.register_blueprint(api_docs)
+    register_metrics(app)
 
 
 def _json_error(status: int, name: str, message: str, response: Response | None = None) -> Response:
@@ -57,9 +63,20 @@ def register_error_handlers(app: Flask) -> None:
         return _json_error(500, "Internal Server Error", "The server could not complete the request.")
 
 
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # JSON needs nothing; the memory page sets its own, narrower-than-nothing-plus-a-nonce policy.
+    "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+}
+
+
 def register_response_headers(app: Flask) -> None:
     @app.after_request
-    def no_store(response: Response) -> Response:
+    def headers(response: Response) -> Response:
         # Health figures change every second: no browser or proxy may keep one.
         response.headers["Cache-Control"] = "no-store"
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response

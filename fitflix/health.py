@@ -1,14 +1,27 @@
-"""The health blueprint: `/health` for the platform, `/health/memory` for the truth."""
+"""The health blueprint: one answer per reader.
+
+- Render's health check: `/health` (200 whenever the process can answer).
+- Kubernetes: `/health/live` (never fails on memory) and `/health/ready`
+  (503 while this worker shuts down, and on CRITICAL when asked to).
+- Dashboards: `/health/memory` in the Node.js version's JSON shape, plus the
+  whole truth; `application/health+json` (draft-inadarei-api-health-check)
+  when Accept asks for it.
+- A person: the same URLs with Accept preferring `text/html` give a page.
+
+Figures and pids need `HEALTH_TOKEN` when one is set (see `access.py`).
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from fitflix.access import is_authorized, unauthorized
 from fitflix.memory.heap import read_heap
 from fitflix.memory.service import MemoryProbe, MemoryReport, measure_container
 from fitflix.serving.recycle import memory_status
@@ -17,6 +30,14 @@ from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
 
 SERVICE_NAME = "fitflix-backend"
+JSON, HEALTH_JSON, HTML = "application/json", "application/health+json", "text/html"
+
+# The page's own policy: its one script and one style block carry the nonce;
+# it may fetch from this origin and nothing else.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 health = Blueprint("health", __name__, url_prefix="/health")
 
@@ -40,22 +61,103 @@ def health_context(app: Flask) -> HealthContext:
 
 
 def _timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _mb(value: int | None) -> int | None:
     return None if value is None else round(value / MIB)
 
 
+def _negotiated() -> str:
+    """JSON unless the client prefers health+json or HTML (a browser does: text/html at q=1, */* lower)."""
+    return request.accept_mimetypes.best_match([JSON, HEALTH_JSON, HTML], default=JSON)
+
+
+def _health_json(document: dict, status_code: int) -> Response:
+    response = jsonify(document)
+    response.status_code = status_code
+    response.content_type = HEALTH_JSON
+    return response
+
+
+def _page() -> Response:
+    from fitflix.page import render_memory_page
+
+    nonce = secrets.token_urlsafe(18)
+    response = Response(render_memory_page(nonce), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = PAGE_CSP.format(nonce=nonce)
+    return response
+
+
+def _varies(response: Response) -> Response:
+    response.vary.update(("Accept", "Authorization"))
+    return response
+
+
+def _uptime_s() -> float:
+    return round(time.monotonic() - RUNTIME.started_monotonic, 3)
+
+
 @health.get("")
 def service_health():
     """Cheap: no smaps, no cgroup reads. 200 whenever the process can answer."""
-    return jsonify(
-        status="OK",
-        service=SERVICE_NAME,
-        uptimeSeconds=round(time.monotonic() - RUNTIME.started_monotonic, 3),
-        timestamp=_timestamp(),
-    )
+    context = health_context(current_app)
+    shown = is_authorized(request, context.settings.health_token)
+    wanted = _negotiated()
+    if wanted == HTML:
+        return _varies(_page() if shown else unauthorized())
+    if wanted == HEALTH_JSON:
+        document = {"status": "pass", "serviceId": SERVICE_NAME}
+        if shown:
+            document["checks"] = {
+                "uptime": [
+                    {"componentType": "system", "observedValue": _uptime_s(), "observedUnit": "s",
+                     "status": "pass", "time": _timestamp()}
+                ]
+            }
+        return _varies(_health_json(document, 200))
+    document = {"status": "OK"}
+    if shown:
+        document.update(service=SERVICE_NAME, uptimeSeconds=_uptime_s(), timestamp=_timestamp())
+    return _varies(jsonify(document))
+
+
+@health.get("/live")
+def liveness():
+    """The process answers. Never fails on memory pressure: that would restart a healthy pod."""
+    if _negotiated() == HEALTH_JSON:
+        return _varies(_health_json({"status": "pass", "serviceId": SERVICE_NAME}, 200))
+    return _varies(jsonify(status="OK"))
+
+
+def readiness_problem(worker_alive: bool, status: str, fail_on_critical: bool) -> str | None:
+    """Why this worker should get no traffic now; None when it should."""
+    if not worker_alive:
+        return "this worker is shutting down"
+    if fail_on_critical and status == "CRITICAL":
+        return "memory is critical"
+    return None
+
+
+@health.get("/ready")
+def readiness():
+    """503 while this worker shuts down, and on CRITICAL memory when READY_FAIL_ON_CRITICAL=true."""
+    context = health_context(current_app)
+    status = "OK"
+    if context.settings.ready_fail_on_critical:
+        report = context.probe.report(RUNTIME.role, RUNTIME.master_pid)
+        status = memory_status(report.used_percent, context.plan.warn_percent, context.plan.critical_percent)
+    problem = readiness_problem(getattr(RUNTIME.worker, "alive", True), status, context.settings.ready_fail_on_critical)
+    code = 503 if problem else 200
+    if _negotiated() == HEALTH_JSON:
+        document = {"status": "fail" if problem else "pass", "serviceId": SERVICE_NAME}
+        if problem:
+            document["output"] = problem
+        return _varies(_health_json(document, code))
+    document = {"status": "NOT_READY", "reason": problem} if problem else {"status": "READY"}
+    response = jsonify(document)
+    response.status_code = code
+    return _varies(response)
 
 
 def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict, str]:
@@ -119,15 +221,65 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             "workerHardCapMb": plan.worker_hard_cap_mb,
         },
         "recycles": shared.recycle_counts() if shared else None,
+        "requestsServed": shared.requests_served() if shared else None,
         "timestamp": _timestamp(),
     }
     return document, status
 
 
+def health_json_status(status: str, fail_on_critical: bool) -> str:
+    """The draft's pass/warn/fail for OK/WARNING/CRITICAL; CRITICAL fails only when asked to."""
+    if status == "OK":
+        return "pass"
+    if status == "CRITICAL" and fail_on_critical:
+        return "fail"
+    return "warn"
+
+
+def memory_health_json(document: dict, status: str, fail_on_critical: bool) -> dict:
+    """/health/memory as application/health+json: one check per figure, each with its unit and time."""
+    overall = health_json_status(status, fail_on_critical)
+    taken = document["timestamp"]
+    container = document["container"]
+
+    def check(component_id: str, value, unit: str, component_type: str = "system", state: str = "pass") -> dict:
+        return {"componentId": component_id, "componentType": component_type, "observedValue": value,
+                "observedUnit": unit, "status": state, "time": taken}
+
+    checks = {
+        "memory:utilization": [check("container", document["memory"]["usage"], "percent", state=overall)],
+        "memory:used": [check("container", container["usedBytes"], "bytes", state=overall)],
+        "memory:limit": [check("container", container["limitBytes"], "bytes")],
+        "memory:pss": [
+            check(f"{process['role']}:{process['pid']}", process["pssBytes"], "bytes", "component")
+            for process in document["processes"]
+        ],
+    }
+    if container["oomKills"] is not None:
+        checks["memory:oomKills"] = [check("container", container["oomKills"], "count")]
+    result = {"status": overall, "serviceId": SERVICE_NAME, "description": "FitFlix backend memory", "checks": checks}
+    if overall != "pass":
+        result["output"] = (
+            f"memory {status}: {document['memory']['usage']}% of {document['memory']['limit']} MB "
+            f"({container['usedSource']})"
+        )
+    return result
+
+
 @health.get("/memory")
 def memory_health():
     context = health_context(current_app)
+    if not is_authorized(request, context.settings.health_token):
+        return _varies(unauthorized())
+    wanted = _negotiated()
+    if wanted == HTML:
+        return _varies(_page())
     report = context.probe.report(RUNTIME.role, RUNTIME.master_pid)
     document, status = memory_document(report, context)
-    code = 503 if status == "CRITICAL" and context.settings.health_fail_on_critical else 200
-    return jsonify(document), code
+    fail_on_critical = context.settings.health_fail_on_critical
+    code = 503 if status == "CRITICAL" and fail_on_critical else 200
+    if wanted == HEALTH_JSON:
+        return _varies(_health_json(memory_health_json(document, status, fail_on_critical), code))
+    response = jsonify(document)
+    response.status_code = code
+    return _varies(response)

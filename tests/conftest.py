@@ -6,6 +6,13 @@ import os
 
 import pytest
 
+from fitflix import create_app
+from fitflix.health import HealthContext
+from fitflix.memory.service import MemoryProbe, measure_container
+from fitflix.serving.sizing import make_plan
+from fitflix.serving.state import RUNTIME
+from fitflix.settings import Settings
+from tests.fakes import MIB, make_cgroup_v1, make_meminfo, make_proc, smaps_rollup_text
 from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
 from tests.support.server import LiveServer
 
@@ -49,3 +56,50 @@ def live_server(memory_cgroup):
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def standalone_runtime(monkeypatch):
+    """This process as the app sees it without gunicorn: standalone, no shared state, no worker."""
+    monkeypatch.setattr(RUNTIME, "role", "standalone")
+    monkeypatch.setattr(RUNTIME, "master_pid", os.getpid())
+    monkeypatch.setattr(RUNTIME, "shared", None)
+    monkeypatch.setattr(RUNTIME, "plan", None)
+    monkeypatch.setattr(RUNTIME, "worker", None)
+
+
+@pytest.fixture
+def fake_machine_app(tmp_path):
+    """Build an app whose MemoryProbe reads a fake 512 MB v1 cgroup (usage as given) and this pid's fake smaps."""
+
+    def build(settings: Settings, usage_bytes: int, inactive_file_bytes: int = 0, oom_kill: int = 0):
+        make_cgroup_v1(
+            tmp_path,
+            "/process_api/0123456789abcdef",
+            limit_bytes=512 * MIB,
+            usage=usage_bytes,
+            inactive_file=inactive_file_bytes,
+            oom_kill=oom_kill,
+        )
+        make_meminfo(tmp_path, total_kb=8 * 1024 * 1024)
+        make_proc(
+            tmp_path,
+            os.getpid(),
+            os.getppid(),
+            smaps_rollup=smaps_rollup_text(
+                rss_kb=60 * 1024, pss_kb=40 * 1024, private_clean_kb=1024, private_dirty_kb=15 * 1024
+            ),
+        )
+        plan = make_plan(settings, measure_container(tmp_path))
+        app = create_app(settings)
+        probe = MemoryProbe((plan.limit_mb, plan.limit_source), root=tmp_path)
+        app.extensions["fitflix.health"] = HealthContext(settings, plan, probe)
+        return app
+
+    return build
+
+
+@pytest.fixture
+def client():
+    """A test client of an app sized for 512 MB from the settings, on this machine."""
+    return create_app(Settings(max_memory_mb=512)).test_client()

@@ -10,57 +10,13 @@ import threading
 import pytest
 
 from fitflix import create_app
-from fitflix.health import HealthContext
-from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving import backstop
-from fitflix.serving.sizing import make_plan
-from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
-from tests.fakes import MIB, make_cgroup_v1, make_meminfo, make_proc, smaps_rollup_text
+from tests.fakes import MIB
 
-FAKE_CGROUP_PATH = "/process_api/0123456789abcdef"
+pytestmark = pytest.mark.usefixtures("standalone_runtime")
+
 MEMORY_KEYS = ("rss", "heapUsed", "heapTotal", "external", "limit", "usage", "available")
-
-
-@pytest.fixture(autouse=True)
-def standalone_runtime(monkeypatch):
-    """This process as the app sees it without gunicorn: standalone, no shared state."""
-    monkeypatch.setattr(RUNTIME, "role", "standalone")
-    monkeypatch.setattr(RUNTIME, "master_pid", os.getpid())
-    monkeypatch.setattr(RUNTIME, "shared", None)
-    monkeypatch.setattr(RUNTIME, "plan", None)
-
-
-@pytest.fixture
-def client():
-    """A test client of an app sized for 512 MB from the settings, on this machine."""
-    return create_app(Settings(max_memory_mb=512)).test_client()
-
-
-def app_on_fake_machine(root, settings: Settings, usage_bytes: int, inactive_file_bytes: int = 0, oom_kill: int = 0):
-    """An app whose MemoryProbe reads a fake 512 MB v1 cgroup and a fake smaps of this pid under `root`."""
-    make_cgroup_v1(
-        root,
-        FAKE_CGROUP_PATH,
-        limit_bytes=512 * MIB,
-        usage=usage_bytes,
-        inactive_file=inactive_file_bytes,
-        oom_kill=oom_kill,
-    )
-    make_meminfo(root, total_kb=8 * 1024 * 1024)
-    make_proc(
-        root,
-        os.getpid(),
-        os.getppid(),
-        smaps_rollup=smaps_rollup_text(
-            rss_kb=60 * 1024, pss_kb=40 * 1024, private_clean_kb=1024, private_dirty_kb=15 * 1024
-        ),
-    )
-    plan = make_plan(settings, measure_container(root))
-    app = create_app(settings)
-    probe = MemoryProbe((plan.limit_mb, plan.limit_source), root=root)
-    app.extensions["fitflix.health"] = HealthContext(settings, plan, probe)
-    return app
 
 
 def _is_whole_or_null(value) -> bool:
@@ -105,8 +61,8 @@ def test_health_memory_shape_on_this_machine(client):
     assert body["recycles"] is None
 
 
-def test_health_memory_figures_from_a_fake_machine(tmp_path):
-    app = app_on_fake_machine(tmp_path, Settings(), usage_bytes=300 * MIB, inactive_file_bytes=44 * MIB, oom_kill=2)
+def test_health_memory_figures_from_a_fake_machine(fake_machine_app):
+    app = fake_machine_app(Settings(), usage_bytes=300 * MIB, inactive_file_bytes=44 * MIB, oom_kill=2)
 
     body = app.test_client().get("/health/memory").get_json()
 
@@ -123,7 +79,7 @@ def test_health_memory_figures_from_a_fake_machine(tmp_path):
     assert all(_is_whole_or_null(body["memory"][key]) for key in MEMORY_KEYS)
     assert body["container"] == {
         "cgroupVersion": 1,
-        "cgroupPath": FAKE_CGROUP_PATH,
+        "cgroupPath": "/process_api/0123456789abcdef",
         "limitBytes": 512 * MIB,
         "limitSource": "cgroup v1",
         "cgroupLimitBytes": 512 * MIB,
@@ -167,8 +123,8 @@ def test_health_memory_figures_from_a_fake_machine(tmp_path):
         (200 * MIB, False, "OK", 200),
     ],
 )
-def test_health_fail_on_critical(tmp_path, usage_bytes, fail_on_critical, expected_status, expected_code):
-    app = app_on_fake_machine(tmp_path, Settings(health_fail_on_critical=fail_on_critical), usage_bytes=usage_bytes)
+def test_health_fail_on_critical(fake_machine_app, usage_bytes, fail_on_critical, expected_status, expected_code):
+    app = fake_machine_app(Settings(health_fail_on_critical=fail_on_critical), usage_bytes=usage_bytes)
 
     response = app.test_client().get("/health/memory")
 
@@ -177,8 +133,8 @@ def test_health_fail_on_critical(tmp_path, usage_bytes, fail_on_critical, expect
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_plain_health_stays_200_when_memory_is_critical(tmp_path):
-    app = app_on_fake_machine(tmp_path, Settings(health_fail_on_critical=True), usage_bytes=500 * MIB)
+def test_plain_health_stays_200_when_memory_is_critical(fake_machine_app):
+    app = fake_machine_app(Settings(health_fail_on_critical=True), usage_bytes=500 * MIB)
 
     assert app.test_client().get("/health").status_code == 200
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from fitflix.memory.cgroup import Cgroup, CgroupMemory, find_cgroup, host_memory_bytes, read_memory, usable_cpus
 from fitflix.memory.process import ProcessMemory, children_of, read_smaps_rollup

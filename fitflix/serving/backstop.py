@@ -14,7 +14,7 @@ import json
 import resource
 import sys
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from fitflix.memory.heap import malloc_trim
 

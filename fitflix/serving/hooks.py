@@ -47,6 +47,7 @@ def load_server_config(dotenv_path: Path) -> ServerConfig:
 
 _monitor: MemoryMonitor | None = None
 _recycler: WorkerRecycler | None = None
+_request_slot: int | None = None
 
 
 def on_starting(server) -> None:
@@ -83,6 +84,11 @@ def when_ready(server) -> None:
     )
     clustering = f"Enabled ({plan.workers} workers)" if plan.workers > 1 else "Disabled (Memory Optimized)"
     server.log.info("Clustering: %s", clustering)
+    if settings.health_token is None:
+        server.log.warning(
+            "HEALTH_TOKEN is not set: /health/memory, /metrics and the memory page show figures and pids "
+            "to anyone who can reach them"
+        )
     if not settings.memory_recycling:
         return
     _monitor = MemoryMonitor(
@@ -103,20 +109,24 @@ def post_fork(server, worker) -> None:
 
 def post_worker_init(worker) -> None:
     """Worker, app loaded, before the first request: the recycler, the backstop, the cleanup signal."""
-    global _recycler
-    if not load_settings().memory_recycling:
-        return
+    global _recycler, _request_slot
+    RUNTIME.worker = worker
     try:
-        _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared)
-        worker.wsgi = backstop.guard_wsgi(worker.wsgi)
-        signal.signal(CLEANUP_SIGNAL, clean_up)
-        signal.siginterrupt(CLEANUP_SIGNAL, False)
+        if RUNTIME.shared is not None:
+            _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
+        if load_settings().memory_recycling:
+            _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared)
+            worker.wsgi = backstop.guard_wsgi(worker.wsgi)
+            signal.signal(CLEANUP_SIGNAL, clean_up)
+            signal.siginterrupt(CLEANUP_SIGNAL, False)
     except Exception:  # raising here would halt the whole server (boot error)
         worker.log.exception("Memory recycling is off in worker %s", os.getpid())
 
 
 def post_request(worker, req, environ, resp) -> None:
     """Worker, after each response is sent."""
+    if _request_slot is not None:
+        RUNTIME.shared.set_requests(_request_slot, worker.nr)
     if _recycler is not None:
         _recycler.after_request()
 

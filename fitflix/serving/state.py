@@ -2,9 +2,11 @@
 
 `SharedState` is one page of shared memory made by the master before the
 first fork, so every worker inherits it: recycle counts by reason, the pid of
-the worker now recycling for memory (one at a time) and the pid the guard
-asked to leave. Writers hold a POSIX record lock (per process) and a thread
-lock (per thread); readers take a torn-free copy under the same locks.
+the worker now recycling for memory (one at a time), the pid the guard asked
+to leave, and requests served. Writers hold a POSIX record lock (per
+process) and a thread lock (per thread); readers take a torn-free copy under
+the same locks. The one write on every request, a worker's own request
+count, goes to a slot only that worker writes, without a lock.
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 from dataclasses import dataclass, field
 
 REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
-_LAYOUT = struct.Struct("<" + "Q" * len(REASONS) + "qq")  # counts..., recycling pid, guard pid
+# counts by reason, memory-recycling pid, guard target pid, requests of workers gone
+_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQ")
+_RECYCLING, _GUARD_TARGET, _RETIRED = len(REASONS), len(REASONS) + 1, len(REASONS) + 2
+_SLOT = struct.Struct("<qQ")  # worker pid, requests it has served
+WORKER_SLOTS = 64
+
+
+def _slot_offset(index: int) -> int:
+    return _HEADER.size + index * _SLOT.size
 
 
 class SharedState:
@@ -40,18 +50,15 @@ class SharedState:
 
     @contextmanager
     def _locked(self) -> Iterator[list[int]]:
+        """The header fields, under both locks; changes to the list are written back."""
         with self._thread_lock:
             fcntl.lockf(self._fd, fcntl.LOCK_EX)
             try:
-                yield list(_LAYOUT.unpack_from(self._map, 0))
+                fields = list(_HEADER.unpack_from(self._map, 0))
+                yield fields
+                _HEADER.pack_into(self._map, 0, *fields)
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN)
-
-    def _update(self, change) -> object:
-        with self._locked() as fields:
-            result = change(fields)
-            _LAYOUT.pack_into(self._map, 0, *fields)
-            return result
 
     def recycle_counts(self) -> dict[str, int]:
         with self._locked() as fields:
@@ -59,49 +66,64 @@ class SharedState:
 
     def count_recycle(self, reason: str) -> None:
         index = REASONS.index(reason)
-
-        def change(fields):
+        with self._locked() as fields:
             fields[index] += 1
-
-        self._update(change)
 
     def claim_memory_recycle(self, pid: int) -> bool:
         """Take the one memory-recycle slot; False while another live worker holds it."""
-        slot = len(REASONS)
-
-        def change(fields):
-            holder = fields[slot]
+        with self._locked() as fields:
+            holder = fields[_RECYCLING]
             if holder not in (0, pid) and _alive(holder):
                 return False
-            fields[slot] = pid
+            fields[_RECYCLING] = pid
             return True
-
-        return bool(self._update(change))
-
-    def release(self, pid: int) -> None:
-        """Forget `pid` in both slots (the master calls it when the worker is reaped)."""
-
-        def change(fields):
-            for slot in (len(REASONS), len(REASONS) + 1):
-                if fields[slot] == pid:
-                    fields[slot] = 0
-
-        self._update(change)
-
-    def mark_guard_target(self, pid: int) -> None:
-        def change(fields):
-            fields[len(REASONS) + 1] = pid
-
-        self._update(change)
-
-    def guard_target(self) -> int:
-        with self._locked() as fields:
-            return fields[len(REASONS) + 1]
 
     def memory_recycle_holder(self) -> int:
         with self._locked() as fields:
-            holder = fields[len(REASONS)]
+            holder = fields[_RECYCLING]
             return holder if holder and _alive(holder) else 0
+
+    def mark_guard_target(self, pid: int) -> None:
+        with self._locked() as fields:
+            fields[_GUARD_TARGET] = pid
+
+    def guard_target(self) -> int:
+        with self._locked() as fields:
+            return fields[_GUARD_TARGET]
+
+    def claim_worker_slot(self, pid: int) -> int | None:
+        """A request-count slot for a new worker; a slot of a dead worker is retired and reused."""
+        with self._locked() as fields:
+            for index in range(WORKER_SLOTS):
+                holder, served = _SLOT.unpack_from(self._map, _slot_offset(index))
+                if holder == 0 or not _alive(holder):
+                    fields[_RETIRED] += served
+                    _SLOT.pack_into(self._map, _slot_offset(index), pid, 0)
+                    return index
+        return None
+
+    def set_requests(self, index: int, served: int) -> None:
+        """The worker's own count, written by that worker alone (no lock: one aligned 8-byte store)."""
+        self._map[_slot_offset(index) + 8 : _slot_offset(index) + 16] = served.to_bytes(8, "little")
+
+    def requests_served(self) -> int:
+        """Every request any worker of this server has served."""
+        with self._locked() as fields:
+            return fields[_RETIRED] + sum(
+                _SLOT.unpack_from(self._map, _slot_offset(index))[1] for index in range(WORKER_SLOTS)
+            )
+
+    def release(self, pid: int) -> None:
+        """The master reaped `pid`: free its slots and keep its request count."""
+        with self._locked() as fields:
+            for slot in (_RECYCLING, _GUARD_TARGET):
+                if fields[slot] == pid:
+                    fields[slot] = 0
+            for index in range(WORKER_SLOTS):
+                holder, served = _SLOT.unpack_from(self._map, _slot_offset(index))
+                if holder == pid:
+                    fields[_RETIRED] += served
+                    _SLOT.pack_into(self._map, _slot_offset(index), 0, 0)
 
 
 def _alive(pid: int) -> bool:
@@ -123,7 +145,7 @@ class Runtime:
     started_monotonic: float = field(default_factory=time.monotonic)
     plan: object | None = None  # fitflix.serving.sizing.Plan once gunicorn.conf.py made one
     shared: SharedState | None = None
-    worker_pids: tuple[int, ...] = ()
+    worker: object | None = None  # the gunicorn worker object, in a worker
 
 
 RUNTIME = Runtime()

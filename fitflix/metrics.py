@@ -1,0 +1,114 @@
+"""`/metrics` in the Prometheus text format, gathered at scrape time.
+
+No multiprocess directory: the whole service's figures come from /proc, the
+cgroup and the master's shared counts when the scrape arrives, so any worker
+can answer for all of them and no stale `.db` files pile up. The figures are
+the same `MemoryReport` that `/health/memory` serves (cached for a second).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from fitflix.access import is_authorized, unauthorized
+from fitflix.health import health_context
+from fitflix.serving.recycle import memory_status
+from fitflix.serving.state import REASONS, RUNTIME
+
+metrics = Blueprint("metrics", __name__)
+
+
+class ServiceCollector:
+    """A prometheus_client collector over one MemoryReport and the shared counts."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def collect(self):
+        context = health_context(self.app)
+        report = context.probe.report(RUNTIME.role, RUNTIME.master_pid)
+        plan = context.plan
+
+        limit = GaugeMetricFamily("fitflix_memory_limit_bytes", "Memory the whole service may use", labels=["source"])
+        limit.add_metric([report.limit_source], report.limit_bytes)
+        yield limit
+        used = GaugeMetricFamily(
+            "fitflix_memory_used_bytes", "Memory the status is judged on (cgroup working set, else service PSS)",
+            labels=["source"],
+        )
+        used.add_metric([report.used_source], report.used_bytes)
+        yield used
+        yield GaugeMetricFamily("fitflix_memory_warn_bytes", "Warning level", value=report.limit_bytes * plan.warn_percent // 100)
+        yield GaugeMetricFamily(
+            "fitflix_memory_critical_bytes", "Critical level", value=report.limit_bytes * plan.critical_percent // 100
+        )
+        status = memory_status(report.used_percent, plan.warn_percent, plan.critical_percent)
+        state = GaugeMetricFamily("fitflix_memory_status", "1 for the current memory status", labels=["status"])
+        for name in ("OK", "WARNING", "CRITICAL"):
+            state.add_metric([name], 1 if name == status else 0)
+        yield state
+
+        cgroup_memory = report.cgroup_memory
+        if cgroup_memory.usage_bytes is not None:
+            yield GaugeMetricFamily(
+                "fitflix_container_memory_usage_bytes", "What the kernel charges the cgroup, page cache included",
+                value=cgroup_memory.usage_bytes,
+            )
+        if cgroup_memory.working_set_bytes is not None:
+            yield GaugeMetricFamily(
+                "fitflix_container_memory_working_set_bytes", "Cgroup usage less inactive file cache",
+                value=cgroup_memory.working_set_bytes,
+            )
+        if cgroup_memory.oom_kills is not None:
+            yield CounterMetricFamily(
+                "fitflix_container_oom_kills", "Kernel OOM kills inside the cgroup", value=cgroup_memory.oom_kills
+            )
+
+        yield GaugeMetricFamily(
+            "fitflix_service_pss_bytes", "Sum of PSS over master and workers", value=report.service_pss_bytes
+        )
+        families = {
+            "rss": GaugeMetricFamily("fitflix_process_rss_bytes", "Resident set size", labels=["pid", "role"]),
+            "pss": GaugeMetricFamily("fitflix_process_pss_bytes", "Proportional set size", labels=["pid", "role"]),
+            "uss": GaugeMetricFamily(
+                "fitflix_process_uss_bytes", "Private memory (what ending the process gives back)", labels=["pid", "role"]
+            ),
+        }
+        for process in report.processes:
+            labels = [str(process.memory.pid), process.role]
+            families["rss"].add_metric(labels, process.memory.rss_bytes)
+            families["pss"].add_metric(labels, process.memory.pss_bytes)
+            families["uss"].add_metric(labels, process.memory.uss_bytes)
+        yield from families.values()
+        yield GaugeMetricFamily(
+            "fitflix_workers", "Worker processes now", value=sum(1 for p in report.processes if p.role == "worker")
+        )
+
+        shared = RUNTIME.shared
+        if shared is not None:
+            recycles = CounterMetricFamily("fitflix_worker_recycles", "Worker recycles by reason", labels=["reason"])
+            counts = shared.recycle_counts()
+            for reason in REASONS:
+                recycles.add_metric([reason], counts[reason])
+            yield recycles
+            yield CounterMetricFamily(
+                "fitflix_requests_served", "Requests served by every worker", value=shared.requests_served()
+            )
+
+
+def register_metrics(app) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(app))
+    app.extensions["fitflix.metrics_registry"] = registry
+    app.register_blueprint(metrics)
+
+
+@metrics.get("/metrics")
+def scrape():
+    context = health_context(current_app)
+    if not is_authorized(request, context.settings.health_token):
+        return unauthorized()
+    registry = current_app.extensions["fitflix.metrics_registry"]
+    return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

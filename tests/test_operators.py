@@ -1,0 +1,254 @@
+"""What each reader gets: probes, health+json, /metrics, access control, headers, logs, OpenAPI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fitflix import create_app
+from fitflix.health import health_json_status, readiness_problem
+from fitflix.serving.state import RUNTIME
+from fitflix.settings import Settings
+from tests.fakes import MIB
+from tests.support.wait import poll_until
+
+pytestmark = pytest.mark.usefixtures("standalone_runtime")
+
+TOKEN = "s3cret-token-for-tests-only"
+HEALTH_JSON = "application/health+json"
+
+
+class _Worker:
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+
+
+def _basic(password: str, user: str = "ops") -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# --- probes ---------------------------------------------------------------------------------
+
+
+def test_liveness_stays_200_when_memory_is_critical(fake_machine_app):
+    app = fake_machine_app(Settings(health_fail_on_critical=True, ready_fail_on_critical=True), usage_bytes=500 * MIB)
+    response = app.test_client().get("/health/live")
+    assert response.status_code == 200 and response.get_json() == {"status": "OK"}
+
+
+@pytest.mark.parametrize(
+    ("alive", "usage_mb", "fail_on_critical", "code"),
+    [
+        (True, 100, True, 200),
+        (False, 100, False, 503),  # this worker is shutting down
+        (True, 500, False, 200),  # critical, but readiness was not asked to care
+        (True, 500, True, 503),
+    ],
+)
+def test_readiness(fake_machine_app, monkeypatch, alive, usage_mb, fail_on_critical, code):
+    app = fake_machine_app(Settings(ready_fail_on_critical=fail_on_critical), usage_bytes=usage_mb * MIB)
+    monkeypatch.setattr(RUNTIME, "worker", _Worker(alive))
+    response = app.test_client().get("/health/ready")
+    assert response.status_code == code
+    assert response.get_json()["status"] == ("READY" if code == 200 else "NOT_READY")
+
+
+@pytest.mark.parametrize(
+    ("alive", "status", "fail_on_critical", "problem"),
+    [
+        (True, "OK", True, None),
+        (True, "WARNING", True, None),
+        (True, "CRITICAL", False, None),
+        (True, "CRITICAL", True, "memory is critical"),
+        (False, "OK", False, "this worker is shutting down"),
+    ],
+)
+def test_readiness_problem(alive, status, fail_on_critical, problem):
+    assert readiness_problem(alive, status, fail_on_critical) == problem
+
+
+# --- application/health+json ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "fail_on_critical", "expected"),
+    [("OK", False, "pass"), ("WARNING", True, "warn"), ("CRITICAL", False, "warn"), ("CRITICAL", True, "fail")],
+)
+def test_health_json_status(status, fail_on_critical, expected):
+    assert health_json_status(status, fail_on_critical) == expected
+
+
+@pytest.mark.parametrize(
+    ("usage_mb", "fail_on_critical", "status", "code"),
+    [(100, False, "pass", 200), (420, False, "warn", 200), (500, False, "warn", 200), (500, True, "fail", 503)],
+)
+def test_memory_as_health_json(fake_machine_app, usage_mb, fail_on_critical, status, code):
+    app = fake_machine_app(Settings(health_fail_on_critical=fail_on_critical), usage_bytes=usage_mb * MIB)
+    response = app.test_client().get("/health/memory", headers={"Accept": HEALTH_JSON})
+    assert response.status_code == code
+    assert response.content_type == HEALTH_JSON
+    body = response.get_json()
+    assert body["status"] == status
+    [utilization] = body["checks"]["memory:utilization"]
+    assert utilization["observedUnit"] == "percent"
+    assert utilization["observedValue"] == round(100 * usage_mb / 512)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", utilization["time"])
+    assert ("output" in body) is (status != "pass")
+
+
+def test_plain_json_stays_the_default_for_clients_that_accept_anything(client):
+    response = client.get("/health/memory", headers={"Accept": "*/*"})
+    assert response.content_type == "application/json" and "memory" in response.get_json()
+
+
+# --- access control -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def guarded():
+    """A test client of an app with HEALTH_TOKEN set."""
+    return create_app(Settings(max_memory_mb=512, health_token=TOKEN)).test_client()
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready"])
+def test_probes_stay_public_with_status_only(guarded, path):
+    response = guarded.get(path)
+    assert response.status_code == 200
+    assert set(response.get_json()) <= {"status"}
+
+
+@pytest.mark.parametrize(
+    ("path", "accept"),
+    [
+        ("/health/memory", "application/json"),
+        ("/health/memory", HEALTH_JSON),
+        ("/health/memory", "text/html"),
+        ("/health", "text/html"),
+        ("/metrics", "*/*"),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-token-of-some-length"}, _basic("nope"), {"Authorization": "Basic !!!"},
+     {"Authorization": f"Token {TOKEN}"}],
+    ids=["none", "wrong-bearer", "wrong-basic", "malformed-basic", "unknown-scheme"],
+)
+def test_figures_need_the_token(guarded, path, accept, headers):
+    response = guarded.get(path, headers={"Accept": accept, **headers})
+    assert response.status_code == 401
+    assert response.content_type == "application/json" and response.get_json()["status"] == 401
+    assert any(value.startswith("Basic realm=") for value in response.headers.getlist("WWW-Authenticate"))
+    assert str(RUNTIME.master_pid).encode() not in response.data
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {TOKEN}"}, _basic(TOKEN), _basic(TOKEN, user="")])
+def test_the_token_opens_the_figures(guarded, headers):
+    assert guarded.get("/health/memory", headers=headers).status_code == 200
+    assert guarded.get("/metrics", headers=headers).status_code == 200
+    assert "uptimeSeconds" in guarded.get("/health", headers=headers).get_json()
+
+
+def test_openapi_document_is_public_and_describes_every_route(guarded):
+    response = guarded.get("/openapi.json")
+    assert response.status_code == 200
+    documented = set(response.get_json()["paths"])
+    app = create_app(Settings(max_memory_mb=512))
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert routes == documented
+
+
+# --- hardening ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/memory", "/metrics", "/nowhere", "/openapi.json"])
+def test_security_headers_on_every_answer(client, guarded, path):
+    for response in (client.get(path), guarded.get(path), client.post(path)):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_debug_mode_stays_off_whatever_flask_debug_says(monkeypatch):
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app(Settings(max_memory_mb=512))
+    assert app.debug is False
+
+
+def test_the_token_never_shows_in_settings_repr():
+    assert TOKEN not in repr(Settings(health_token=TOKEN))
+
+
+# --- /metrics -------------------------------------------------------------------------------
+
+
+def _samples(text: str) -> dict:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def test_metrics_parse_and_match_health_memory(fake_machine_app):
+    app = fake_machine_app(Settings(), usage_bytes=300 * MIB, inactive_file_bytes=44 * MIB, oom_kill=2)
+    client = app.test_client()
+    memory = client.get("/health/memory").get_json()
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.content_type.startswith("text/plain")
+    samples = _samples(response.get_data(as_text=True))
+    assert samples[("fitflix_memory_limit_bytes", (("source", "cgroup v1"),))] == memory["container"]["limitBytes"]
+    assert samples[("fitflix_container_memory_usage_bytes", ())] == memory["container"]["usageBytes"]
+    assert samples[("fitflix_container_memory_working_set_bytes", ())] == memory["container"]["workingSetBytes"]
+    assert samples[("fitflix_container_oom_kills_total", ())] == 2
+    assert samples[("fitflix_service_pss_bytes", ())] == memory["servicePssBytes"]
+    for process in memory["processes"]:
+        labels = (("pid", str(process["pid"])), ("role", process["role"]))
+        assert samples[("fitflix_process_uss_bytes", labels)] == process["ussBytes"]
+        assert samples[("fitflix_process_pss_bytes", labels)] == process["pssBytes"]
+    assert samples[("fitflix_memory_status", (("status", "OK"),))] == 1
+
+
+# --- live: logs, recycle counts in metrics, the start warning, schemathesis --------------------------------
+
+
+@pytest.mark.live
+def test_live_metrics_count_requests_and_recycles_across_workers(live_server):
+    server = live_server({"WEB_CONCURRENCY": "2", "MAX_REQUESTS": "10", "MAX_REQUESTS_JITTER": "0"})
+    for _ in range(40):
+        assert server.request("GET", "/health")[0] == 200
+
+    def counted():
+        samples = _samples(server.request("GET", "/metrics")[2].decode())
+        return samples if samples[("fitflix_worker_recycles_total", (("reason", "max_requests"),))] >= 2 else None
+
+    samples = poll_until(counted, 10, "max_requests recycles in /metrics")
+    assert samples[("fitflix_requests_served_total", ())] >= 40
+    status, memory = server.get_json("/health/memory")
+    assert memory["recycles"]["max_requests"] >= samples[("fitflix_worker_recycles_total", (("reason", "max_requests"),))]
+
+
+@pytest.mark.live
+def test_json_logs_and_probe_lines_left_out(live_server):
+    server = live_server({"LOG_FORMAT": "json", "ACCESS_LOG_HEALTH": "false"})
+    for path in ("/health", "/health/live", "/health/ready", "/health/memory", "/metrics"):
+        assert server.request("GET", path)[0] == 200
+    poll_until(lambda: '"path": "/metrics"' in server.log(), 5, "the /metrics access line")
+    lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    paths = [line.get("path") for line in lines if line["logger"] == "gunicorn.access"]
+    assert "/health/memory" in paths and "/metrics" in paths
+    assert not {"/health", "/health/live", "/health/ready"} & set(paths)
+    assert any(line["message"].startswith("FitFlix Backend Server running on port") for line in lines)
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("token", "warned"), [(None, True), (TOKEN, False)])
+def test_one_warning_at_start_when_details_are_public(live_server, token, warned):
+    server = live_server({"HEALTH_TOKEN": token} if token else {})
+    log = server.log()
+    assert log.count("HEALTH_TOKEN is not set") == (1 if warned else 0)
+    assert TOKEN not in log
