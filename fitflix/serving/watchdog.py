@@ -226,8 +226,17 @@ class WorkerRecycler:
 class MemoryMonitor(threading.Thread):
     """The master's thread: samples the container every second, logs, and guards."""
 
-    def __init__(self, server, plan: Plan, probe: MemoryProbe, shared: SharedState | None, log_interval_s: float):
+    def __init__(
+        self,
+        server,
+        plan: Plan,
+        probe: MemoryProbe,
+        shared: SharedState | None,
+        log_interval_s: float,
+        master_pid: int | None = None,
+    ):
         super().__init__(name="fitflix-memory-monitor", daemon=True)
+        self.master_pid = master_pid or os.getpid()
         self.server = server
         self.plan = plan
         self.probe = probe
@@ -249,7 +258,7 @@ class MemoryMonitor(threading.Thread):
 
     def tick(self) -> None:
         now = time.monotonic()
-        report = self.probe.report("master", os.getpid())
+        report = self.probe.report("master", self.master_pid)
         status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
         log_usage, log_alert = self.policy.step(now, status)
         workers = [process for process in report.processes if process.role == "worker"]
