@@ -1,0 +1,158 @@
+"""The /health/memory page in real headless Chromium, under the page's own CSP.
+
+Needs Debian's chromium (/usr/bin/chromium) and `playwright` from PyPI; Playwright
+never downloads a browser here. Without them the browser test skips, or fails
+under FITFLIX_REQUIRE_BROWSER=1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from fitflix.page import render_memory_page
+from tests.support.server import PROJECT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+REQUIRE_BROWSER = os.environ.get("FITFLIX_REQUIRE_BROWSER") == "1"
+SCREENSHOT = PROJECT / "artifacts" / "memory-page.png"
+# The page polls every 3 s; a few polls of slack for a loaded machine.
+UPDATE_TIMEOUT_MS = 15_000
+
+# Collected in the page before any of its own script runs (Playwright's init
+# scripts are not subject to the page's CSP).
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + (event.blockedURI || "inline"));
+});
+"""
+CHART_POINTS = """() => (document.getElementById("chart-line").getAttribute("points") || "")
+  .trim().split(/\\s+/).filter(Boolean).length"""
+# A function, not an expression: the page's CSP forbids eval, which Playwright
+# would use for an expression string.
+CHART_POINTS_AT_LEAST = """(minimum) => (document.getElementById("chart-line").getAttribute("points") || "")
+  .trim().split(/\\s+/).filter(Boolean).length >= minimum"""
+PAGE_FIGURES = """() => ({
+  status: document.getElementById("status").textContent,
+  statusClass: document.getElementById("status").className,
+  limitMb: document.getElementById("limit-mb").textContent,
+  usedMb: document.getElementById("used-mb").textContent,
+  usagePercent: document.getElementById("usage-percent").textContent,
+  limitSource: document.getElementById("limit-source").textContent,
+  pids: [...document.querySelectorAll("#processes tr")].map((row) => row.dataset.pid),
+  roles: [...document.querySelectorAll("#processes tr")].map((row) => row.cells[1].textContent),
+  recycles: Object.fromEntries([...document.querySelectorAll("#recycles dd[data-reason]")]
+    .map((dd) => [dd.dataset.reason, dd.textContent])),
+  chartLabel: document.getElementById("chart").getAttribute("aria-label"),
+  error: document.getElementById("error").textContent,
+})"""
+
+
+def _unavailable(reason: str):
+    if REQUIRE_BROWSER:
+        pytest.fail(f"FITFLIX_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def chromium_page():
+    """A page in headless Debian chromium under Playwright; skips without (fails under FITFLIX_REQUIRE_BROWSER=1)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:
+        _unavailable(f"playwright is not installed ({error}); pip install playwright==1.65.2")
+    if not os.access(CHROMIUM, os.X_OK):
+        _unavailable(f"{CHROMIUM} is missing; apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 960, "height": 900})
+            context.add_init_script(RECORD_CSP_VIOLATIONS)
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def test_page_carries_the_nonce_and_nothing_csp_would_block():
+    page = render_memory_page("bm9uY2U_-1")
+    assert page.count('nonce="bm9uY2U_-1"') == 2
+    assert page.count("<script") == page.count("<style") == 1
+    assert not re.search(r"\sstyle=|\son[a-z]+=|javascript:|https?://(?!www\.w3\.org/2000/svg)", page)
+    assert len(page.encode()) < 16_000
+
+
+@pytest.mark.parametrize("nonce", ["", 'a"><script>', "a b"])
+def test_a_nonce_that_could_break_the_attribute_is_refused(nonce):
+    with pytest.raises(ValueError, match="nonce"):
+        render_memory_page(nonce)
+
+
+@pytest.mark.live
+def test_memory_page_in_chromium_matches_the_json_and_keeps_updating(live_server, chromium_page):
+    server = live_server()
+    page = chromium_page
+    origin = f"http://127.0.0.1:{server.port}"
+    requests, console_problems, page_errors = [], [], []
+    page.on("request", lambda request: requests.append(request))
+    page.on("console", lambda message: message.type in ("error", "warning") and console_problems.append(message.text))
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+
+    response = page.goto(f"{origin}/health/memory")
+    assert response is not None and response.status == 200
+    headers = response.headers
+    assert headers["content-type"].startswith("text/html")
+    assert "script-src 'nonce-" in headers.get("content-security-policy", ""), headers
+
+    page.wait_for_function(CHART_POINTS_AT_LEAST, arg=2, timeout=UPDATE_TIMEOUT_MS)
+    shown = page.evaluate(PAGE_FIGURES)
+    status, memory = server.get_json("/health/memory")
+    assert status == 200
+
+    assert shown["error"] == ""
+    assert shown["limitMb"] == str(memory["memory"]["limit"])
+    assert shown["limitSource"] == memory["memory"]["limitSource"]
+    # Usage drifts between the page's last poll and ours: a point or two.
+    assert abs(float(shown["usagePercent"]) - memory["memory"]["usage"]) <= 2
+    limit_mb = memory["container"]["limitBytes"] / 2**20
+    assert abs(float(shown["usedMb"]) - memory["container"]["usedBytes"] / 2**20) <= 0.02 * limit_mb
+    assert shown["status"] == memory["status"] and shown["statusClass"] == f"status {memory['status'].lower()}"
+    assert shown["pids"] == [str(process["pid"]) for process in memory["processes"]]
+    assert shown["roles"] == [process["role"] for process in memory["processes"]]
+    assert shown["recycles"] == {reason: str(count) for reason, count in memory["recycles"].items()}
+    assert shown["chartLabel"].startswith("Container usage over the last")
+
+    points = page.evaluate(CHART_POINTS)
+    page.wait_for_function(CHART_POINTS_AT_LEAST, arg=points + 1, timeout=UPDATE_TIMEOUT_MS)
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert page.evaluate("window.__cspViolations") == []
+
+    # The same page at /health: /health's JSON is only the status, so it polls /health/memory.
+    response = page.goto(f"{origin}/health")
+    assert response is not None and response.headers["content-type"].startswith("text/html")
+    page.wait_for_function(CHART_POINTS_AT_LEAST, arg=1, timeout=UPDATE_TIMEOUT_MS)
+    shown = page.evaluate(PAGE_FIGURES)
+    assert shown["error"] == "" and shown["limitMb"] == str(memory["memory"]["limit"])
+    assert page.evaluate("window.__cspViolations") == []
+
+    assert console_problems == [] and page_errors == []
+    outside = [request.url for request in requests if not request.url.startswith(f"{origin}/")]
+    assert outside == []
+    polls = [request for request in requests if request.resource_type == "fetch"]
+    assert len(polls) >= 3
+    assert all(request.url == f"{origin}/health/memory" for request in polls)
+    assert all(request.headers.get("accept") == "application/json" for request in polls)
