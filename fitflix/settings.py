@@ -9,13 +9,14 @@ a default silently; a default applies only when the variable is unset.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
@@ -24,8 +25,7 @@ class SettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__(
-            "FitFlix cannot start: bad environment value(s):\n"
-            + "\n".join(f"  {problem}" for problem in problems)
+            "FitFlix cannot start: bad environment value(s):\n" + "\n".join(f"  {problem}" for problem in problems)
         )
 
 
@@ -49,6 +49,11 @@ class Settings:
     log_level: str = "info"
     control_socket: bool = False
     memory_recycling: bool = True
+    ready_fail_on_critical: bool = False
+    # A secret: kept out of repr() so no log line or error page can show it.
+    health_token: str | None = field(default=None, repr=False)
+    log_format: str = "text"
+    access_log_health: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -100,6 +105,10 @@ class Settings:
             log_level=reader.choice("LOG_LEVEL", defaults.log_level, LOG_LEVELS),
             control_socket=reader.boolean("GUNICORN_CONTROL_SOCKET", defaults.control_socket),
             memory_recycling=reader.boolean("MEMORY_RECYCLING", defaults.memory_recycling),
+            ready_fail_on_critical=reader.boolean("READY_FAIL_ON_CRITICAL", defaults.ready_fail_on_critical),
+            health_token=reader.secret("HEALTH_TOKEN", 16),
+            log_format=reader.choice("LOG_FORMAT", defaults.log_format, LOG_FORMATS),
+            access_log_health=reader.boolean("ACCESS_LOG_HEALTH", defaults.access_log_health),
         )
         warn, critical = values["memory_warn_percent"], values["memory_critical_percent"]
         if warn is not None and critical is not None and warn >= critical:
@@ -110,9 +119,6 @@ class Settings:
         if reader.problems:
             raise SettingsError(reader.problems)
         return cls(**values)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 class _Reader:
@@ -164,6 +170,19 @@ class _Reader:
             return text.lower()
 
         return self._parse(name, default, "one of " + ", ".join(allowed), convert)
+
+    def secret(self, name: str, min_length: int) -> str | None:
+        """A token: never echoed back in a problem line, only described."""
+        if name not in self.environ:
+            return None
+        value = self.environ[name]
+        if len(value) < min_length or not value.isascii() or not value.isprintable() or value != value.strip():
+            self.problems.append(
+                f"{name}=<{len(value)} characters, not shown>: expected at least {min_length} printable "
+                "ASCII characters with no surrounding spaces"
+            )
+            return None
+        return value
 
     def text(self, name: str, default: str) -> str | None:
         return self._parse(name, default, "a host name or address to bind", str)
