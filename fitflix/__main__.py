@@ -20,8 +20,11 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
     return [
         ("limit", f"{plan.limit_mb} MB", plan.limit_source),
         ("host memory", f"{container.host_memory_bytes // MIB} MB", "/proc/meminfo"),
-        ("cgroup limit", f"{container.cgroup_limit_bytes // MIB} MB" if container.cgroup_limit_bytes else "none",
-         f"cgroup v{container.cgroup_version}" if container.cgroup_version else "no memory cgroup"),
+        (
+            "cgroup limit",
+            f"{container.cgroup_limit_bytes // MIB} MB" if container.cgroup_limit_bytes else "none",
+            f"cgroup v{container.cgroup_version}" if container.cgroup_version else "no memory cgroup",
+        ),
         ("CPUs", f"{plan.cpus:g}", plan.cpu_source),
         ("clustering", "enabled" if plan.clustering else "disabled", "ENABLE_CLUSTERING"),
         ("workers", str(plan.workers), "; ".join(plan.notes)),
@@ -30,8 +33,16 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
         ("worker budget", f"{plan.worker_budget_mb} MB", "WORKER_MAX_MEMORY_MB or (warn level - master) / workers"),
         ("worker hard cap", f"{plan.worker_hard_cap_mb} MB", "budget + (critical - warn level) / workers"),
         ("master reserve", f"{plan.master_reserve_mb} MB", "measured master + shared pages"),
-        ("max_requests", f"{plan.max_requests} (+0..{plan.max_requests_jitter} jitter)", "MAX_REQUESTS, MAX_REQUESTS_JITTER"),
-        ("timeout / graceful", f"{plan.timeout_s} s / {plan.graceful_timeout_s} s", "WORKER_TIMEOUT_S; platforms kill at 30 s"),
+        (
+            "max_requests",
+            f"{plan.max_requests} (+0..{plan.max_requests_jitter} jitter)",
+            "MAX_REQUESTS, MAX_REQUESTS_JITTER",
+        ),
+        (
+            "timeout / graceful",
+            f"{plan.timeout_s} s / {plan.graceful_timeout_s} s",
+            "WORKER_TIMEOUT_S; platforms kill at 30 s",
+        ),
         ("thresholds", f"warn {plan.warn_percent}%, critical {plan.critical_percent}%", "MEMORY_WARN/CRITICAL_PERCENT"),
     ]
 
@@ -56,11 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     baseline_mb = baseline.rss_bytes / MIB if baseline else 0.0
     problem = budget_problem(plan, baseline_mb, settings.worker_max_memory_mb is not None)
     if args.json:
-        document = {"plan": plan.as_dict(), "container": container.__dict__, "workerBaselineMb": round(baseline_mb, 1),
-                    "problem": problem}
+        document = {
+            "plan": plan.as_dict(),
+            "container": container.__dict__,
+            "workerBaselineMb": round(baseline_mb, 1),
+            "problem": problem,
+        }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        rows = plan_rows(plan, container) + [("worker baseline", f"{baseline_mb:.0f} MB", "this process after loading the app")]
+        rows = plan_rows(plan, container) + [
+            ("worker baseline", f"{baseline_mb:.0f} MB", "this process after loading the app")
+        ]
         width = max(len(name) for name, _value, _source in rows)
         value_width = max(len(value) for _name, value, _source in rows)
         lines = [f"{name:<{width}}  {value:<{value_width}}  {source}" for name, value, source in rows]

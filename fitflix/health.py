@@ -111,8 +111,13 @@ def service_health():
         if shown:
             document["checks"] = {
                 "uptime": [
-                    {"componentType": "system", "observedValue": _uptime_s(), "observedUnit": "s",
-                     "status": "pass", "time": _timestamp()}
+                    {
+                        "componentType": "system",
+                        "observedValue": _uptime_s(),
+                        "observedUnit": "s",
+                        "status": "pass",
+                        "time": _timestamp(),
+                    }
                 ]
             }
         return _varies(_health_json(document, 200))
@@ -243,8 +248,14 @@ def memory_health_json(document: dict, status: str, fail_on_critical: bool) -> d
     container = document["container"]
 
     def check(component_id: str, value, unit: str, component_type: str = "system", state: str = "pass") -> dict:
-        return {"componentId": component_id, "componentType": component_type, "observedValue": value,
-                "observedUnit": unit, "status": state, "time": taken}
+        return {
+            "componentId": component_id,
+            "componentType": component_type,
+            "observedValue": value,
+            "observedUnit": unit,
+            "status": state,
+            "time": taken,
+        }
 
     checks = {
         "memory:utilization": [check("container", document["memory"]["usage"], "percent", state=overall)],

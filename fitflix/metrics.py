@@ -35,12 +35,15 @@ class ServiceCollector:
         limit.add_metric([report.limit_source], report.limit_bytes)
         yield limit
         used = GaugeMetricFamily(
-            "fitflix_memory_used_bytes", "Memory the status is judged on (cgroup working set, else service PSS)",
+            "fitflix_memory_used_bytes",
+            "Memory the status is judged on (cgroup working set, else service PSS)",
             labels=["source"],
         )
         used.add_metric([report.used_source], report.used_bytes)
         yield used
-        yield GaugeMetricFamily("fitflix_memory_warn_bytes", "Warning level", value=report.limit_bytes * plan.warn_percent // 100)
+        yield GaugeMetricFamily(
+            "fitflix_memory_warn_bytes", "Warning level", value=report.limit_bytes * plan.warn_percent // 100
+        )
         yield GaugeMetricFamily(
             "fitflix_memory_critical_bytes", "Critical level", value=report.limit_bytes * plan.critical_percent // 100
         )
@@ -53,12 +56,14 @@ class ServiceCollector:
         cgroup_memory = report.cgroup_memory
         if cgroup_memory.usage_bytes is not None:
             yield GaugeMetricFamily(
-                "fitflix_container_memory_usage_bytes", "What the kernel charges the cgroup, page cache included",
+                "fitflix_container_memory_usage_bytes",
+                "What the kernel charges the cgroup, page cache included",
                 value=cgroup_memory.usage_bytes,
             )
         if cgroup_memory.working_set_bytes is not None:
             yield GaugeMetricFamily(
-                "fitflix_container_memory_working_set_bytes", "Cgroup usage less inactive file cache",
+                "fitflix_container_memory_working_set_bytes",
+                "Cgroup usage less inactive file cache",
                 value=cgroup_memory.working_set_bytes,
             )
         if cgroup_memory.oom_kills is not None:
@@ -73,7 +78,9 @@ class ServiceCollector:
             "rss": GaugeMetricFamily("fitflix_process_rss_bytes", "Resident set size", labels=["pid", "role"]),
             "pss": GaugeMetricFamily("fitflix_process_pss_bytes", "Proportional set size", labels=["pid", "role"]),
             "uss": GaugeMetricFamily(
-                "fitflix_process_uss_bytes", "Private memory (what ending the process gives back)", labels=["pid", "role"]
+                "fitflix_process_uss_bytes",
+                "Private memory (what ending the process gives back)",
+                labels=["pid", "role"],
             ),
         }
         for process in report.processes:

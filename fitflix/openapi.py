@@ -114,19 +114,33 @@ def openapi_document() -> dict:
             ),
             "/health/live": _operation(
                 "Liveness: never fails on memory pressure",
-                {"200": {"description": "Alive", "content": {
-                    "application/json": {"schema": status_only},
-                    "application/health+json": {"schema": _HEALTH_JSON}}}},
+                {
+                    "200": {
+                        "description": "Alive",
+                        "content": {
+                            "application/json": {"schema": status_only},
+                            "application/health+json": {"schema": _HEALTH_JSON},
+                        },
+                    }
+                },
             ),
             "/health/ready": _operation(
                 "Readiness: 503 while this worker shuts down, or on CRITICAL when READY_FAIL_ON_CRITICAL=true",
                 {
-                    "200": {"description": "Ready", "content": {
-                        "application/json": {"schema": status_only},
-                        "application/health+json": {"schema": _HEALTH_JSON}}},
-                    "503": {"description": "Not ready", "content": {
-                        "application/json": {"schema": status_only},
-                        "application/health+json": {"schema": _HEALTH_JSON}}},
+                    "200": {
+                        "description": "Ready",
+                        "content": {
+                            "application/json": {"schema": status_only},
+                            "application/health+json": {"schema": _HEALTH_JSON},
+                        },
+                    },
+                    "503": {
+                        "description": "Not ready",
+                        "content": {
+                            "application/json": {"schema": status_only},
+                            "application/health+json": {"schema": _HEALTH_JSON},
+                        },
+                    },
                 },
             ),
             "/health/memory": _operation(

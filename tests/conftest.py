@@ -21,7 +21,7 @@ REQUIRE_CGROUP = os.environ.get("FITFLIX_REQUIRE_CGROUP") == "1"
 
 @pytest.fixture
 def memory_cgroup():
-    """Create child memory cgroups (limit in MB); removed at teardown. Skips, or fails under FITFLIX_REQUIRE_CGROUP=1."""
+    """Create child memory cgroups (limit in MB), removed at teardown; skip (fail with FITFLIX_REQUIRE_CGROUP=1)."""
     created: list[MemoryCgroup] = []
 
     def create(limit_mb: int) -> MemoryCgroup:
@@ -41,7 +41,7 @@ def memory_cgroup():
 
 @pytest.fixture
 def live_server(memory_cgroup):
-    """Start real gunicorn with gunicorn.conf.py: call it with env overrides (and app=, cgroup=); stopped at teardown."""
+    """Start real gunicorn with gunicorn.conf.py: env overrides, app=, cgroup=; stopped at teardown."""
     # Depends on memory_cgroup so that servers stop before their cgroups are removed.
     started: list[LiveServer] = []
 

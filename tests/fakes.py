@@ -248,3 +248,16 @@ def make_meminfo(root: Path, total_kb: int) -> Path:
         f"MemTotal:       {total_kb} kB\nMemFree:         {total_kb // 2} kB\n"
         f"MemAvailable:   {total_kb * 3 // 4} kB\nBuffers:          102400 kB\nCached:          512000 kB\n",
     )
+
+
+def container(cgroup_mb: int | None = None, version: int | None = None, host_mb: int = 4096, cpus: float = 2.0):
+    """What measure_container would report: a cgroup limit (or none), the host's memory, CPUs."""
+    from fitflix.serving.sizing import Container
+
+    return Container(
+        cgroup_limit_bytes=None if cgroup_mb is None else cgroup_mb * MIB,
+        cgroup_version=version if cgroup_mb is not None else None,
+        host_memory_bytes=host_mb * MIB,
+        cpus=cpus,
+        cpu_source="CPU affinity",
+    )

@@ -133,8 +133,13 @@ def test_probes_stay_public_with_status_only(guarded, path):
 )
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong-token-of-some-length"}, _basic("nope"), {"Authorization": "Basic !!!"},
-     {"Authorization": f"Token {TOKEN}"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong-token-of-some-length"},
+        _basic("nope"),
+        {"Authorization": "Basic !!!"},
+        {"Authorization": f"Token {TOKEN}"},
+    ],
     ids=["none", "wrong-bearer", "wrong-basic", "malformed-basic", "unknown-scheme"],
 )
 def test_figures_need_the_token(guarded, path, accept, headers):
@@ -229,7 +234,9 @@ def test_live_metrics_count_requests_and_recycles_across_workers(live_server):
     samples = poll_until(counted, 10, "max_requests recycles in /metrics")
     assert samples[("fitflix_requests_served_total", ())] >= 40
     status, memory = server.get_json("/health/memory")
-    assert memory["recycles"]["max_requests"] >= samples[("fitflix_worker_recycles_total", (("reason", "max_requests"),))]
+    assert (
+        memory["recycles"]["max_requests"] >= samples[("fitflix_worker_recycles_total", (("reason", "max_requests"),))]
+    )
 
 
 @pytest.mark.live

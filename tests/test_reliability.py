@@ -74,8 +74,10 @@ def test_kill_9_of_a_worker_under_load_costs_at_most_its_in_flight_requests(live
     poll_until(answers_from_a_new_worker, 5, "an answer from the replacement")
     recovery_s = time.monotonic() - killed_at
     result = collect(load, timeout_s=60)
-    print(f"\nkill -9: answered again after {recovery_s * 1000:.0f} ms; {result.failed} of "
-          f"{sum(result.statuses.values())} requests failed ({dict(result.statuses)})")
+    print(
+        f"\nkill -9: answered again after {recovery_s * 1000:.0f} ms; {result.failed} of "
+        f"{sum(result.statuses.values())} requests failed ({dict(result.statuses)})"
+    )
     assert recovery_s < 1.0
     # Each keep-alive connection had at most one request in flight on the killed worker.
     assert result.failed <= clients

@@ -10,9 +10,13 @@ MASTER, WORKERS = 4000, (4003, 4007)
 
 def fake_tree(root, pss_kb: int = 20 * 1024) -> None:
     """A gunicorn master with two workers and one unrelated process, each with smaps_rollup."""
-    make_proc(root, MASTER, 1, comm="gunicorn: master", smaps_rollup=smaps_rollup_text(35 * 1024, pss_kb, 1024, 6 * 1024))
+    make_proc(
+        root, MASTER, 1, comm="gunicorn: master", smaps_rollup=smaps_rollup_text(35 * 1024, pss_kb, 1024, 6 * 1024)
+    )
     for pid in WORKERS:
-        make_proc(root, pid, MASTER, comm="gunicorn: worker", smaps_rollup=smaps_rollup_text(30 * 1024, pss_kb, 512, 7 * 1024))
+        make_proc(
+            root, pid, MASTER, comm="gunicorn: worker", smaps_rollup=smaps_rollup_text(30 * 1024, pss_kb, 512, 7 * 1024)
+        )
     make_proc(root, 4100, 1, comm="bash", smaps_rollup=smaps_rollup_text(5 * 1024, 5 * 1024, 0, 4 * 1024))
 
 

@@ -12,8 +12,7 @@ from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import SharedState
 from fitflix.serving.watchdog import CLEANUP_SIGNAL, GUARD_COOLDOWN_S, MemoryMonitor
 from fitflix.settings import Settings
-from tests.fakes import MIB, make_cgroup_v1, make_proc, smaps_rollup_text
-from tests.test_sizing import container
+from tests.fakes import MIB, container, make_cgroup_v1, make_proc, smaps_rollup_text
 
 MASTER = 5000
 WORKER_USS_MB = {5001: 40, 5002: 90, 5003: 60}
@@ -44,7 +43,9 @@ def monitor_on(tmp_path, usage_mb: int, workers: dict[int, int] = WORKER_USS_MB)
     make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=usage_mb * MIB, inactive_file=0)
     make_proc(tmp_path, MASTER, 1, smaps_rollup=smaps_rollup_text(30 * 1024, 15 * 1024, 0, 5 * 1024))
     for pid, uss_mb in workers.items():
-        make_proc(tmp_path, pid, MASTER, smaps_rollup=smaps_rollup_text((uss_mb + 20) * 1024, uss_mb * 1024, 0, uss_mb * 1024))
+        make_proc(
+            tmp_path, pid, MASTER, smaps_rollup=smaps_rollup_text((uss_mb + 20) * 1024, uss_mb * 1024, 0, uss_mb * 1024)
+        )
     plan = make_plan(Settings(), container(512, 2))
     probe = MemoryProbe((512, "cgroup v1"), root=tmp_path, cache_s=0)
     return MemoryMonitor(FakeServer(), plan, probe, SharedState(str(tmp_path)), log_interval_s=60, master_pid=MASTER)

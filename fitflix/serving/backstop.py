@@ -69,4 +69,3 @@ def guard_wsgi(app: Callable) -> Callable:
             return [OUT_OF_MEMORY_BODY]
 
     return guarded
-

@@ -62,7 +62,7 @@ class SharedState:
 
     def recycle_counts(self) -> dict[str, int]:
         with self._locked() as fields:
-            return dict(zip(REASONS, fields[: len(REASONS)]))
+            return dict(zip(REASONS, fields[: len(REASONS)], strict=True))
 
     def count_recycle(self, reason: str) -> None:
         index = REASONS.index(reason)

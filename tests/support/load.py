@@ -83,12 +83,31 @@ def run_load(
     return result
 
 
-def run_load_processes(port: int, path: str, requests: int, processes: int, clients_per_process: int,
-                       time_limit_s: float, keep_alive: bool = True) -> list:
+def run_load_processes(
+    port: int,
+    path: str,
+    requests: int,
+    processes: int,
+    clients_per_process: int,
+    time_limit_s: float,
+    keep_alive: bool = True,
+) -> list:
     """Start `processes` separate client processes (so the test's own GIL is not the bottleneck)."""
-    command = [sys.executable, "-m", "tests.support.load", str(port), path, str(requests // processes),
-               str(clients_per_process), str(time_limit_s), "1" if keep_alive else "0"]
-    return [subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.support.load",
+        str(port),
+        path,
+        str(requests // processes),
+        str(clients_per_process),
+        str(time_limit_s),
+        "1" if keep_alive else "0",
+    ]
+    return [
+        subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
 
 
 def collect(popens: list, timeout_s: float) -> LoadResult:
@@ -107,5 +126,11 @@ def collect(popens: list, timeout_s: float) -> LoadResult:
 if __name__ == "__main__":
     port, path, requests, clients, time_limit_s, keep_alive = sys.argv[1:7]
     outcome = run_load(int(port), path, int(requests), int(clients), float(time_limit_s), keep_alive == "1")
-    json.dump({"statuses": {str(k): v for k, v in outcome.statuses.items()}, "latencies_s": outcome.latencies_s,
-               "unsent": outcome.unsent}, sys.stdout)
+    json.dump(
+        {
+            "statuses": {str(k): v for k, v in outcome.statuses.items()},
+            "latencies_s": outcome.latencies_s,
+            "unsent": outcome.unsent,
+        },
+        sys.stdout,
+    )

@@ -64,7 +64,12 @@ class LiveServer:
 
     def start(self, ready_timeout_s: float = 30.0) -> LiveServer:
         self.process = subprocess.Popen(
-            self.command(), cwd=PROJECT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(),
+            cwd=PROJECT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         self._reader = threading.Thread(target=self._read_log, name="live-server-log", daemon=True)
         self._reader.start()
@@ -97,7 +102,9 @@ class LiveServer:
         except OSError:
             return False
 
-    def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None, timeout_s: float = 10):
+    def request(
+        self, method: str, path: str, headers: dict | None = None, body: bytes | None = None, timeout_s: float = 10
+    ):
         """(status, headers, body bytes) from one request on a fresh connection."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout_s)
         try:
