@@ -33,7 +33,14 @@ class _Mallinfo2(ctypes.Structure):
 
 def _load_libc():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # glibc's own soname first: find_library runs ldconfig in a subprocess (~4 ms).
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        except OSError:
+            return None
+    try:
         libc.mallinfo2.restype = _Mallinfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int

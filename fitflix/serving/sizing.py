@@ -15,7 +15,7 @@ MIB = 1024 * 1024
 
 # Resident memory of the gunicorn master after preloading the app, plus the
 # pages it shares with every worker (they appear once in the service's PSS).
-# Measured here at 30-35 MiB (`python bench/footprint.py`); rounded up.
+# Measured here at 30-35 MiB RSS (`python -m bench --parts 1`); rounded up.
 MASTER_RESERVE_MB = 48
 
 # What one worker is sized for when the plan decides how many fit: the same
