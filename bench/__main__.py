@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import concurrency, footprint, leak, overhead, recycle, spike
+from bench import concurrency, footprint, health_cost, leak, overhead, recycle, spike
 from bench.load import wrk_path
 from bench.report import Part, markdown, text_table
 from bench.scale import FULL, QUICK
@@ -30,14 +30,14 @@ from bench.servers import CgroupUnavailable, install_signal_handlers, stop_every
 from tests.support.cgroups import MemoryCgroup
 from tests.support.server import PROJECT
 
-PARTS = {1: footprint, 2: overhead, 3: leak, 4: spike, 5: recycle, 6: concurrency}
+PARTS = {1: footprint, 2: overhead, 3: leak, 4: spike, 5: recycle, 6: concurrency, 7: health_cost}
 log = logging.getLogger("bench")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (about 3 minutes)")
-    parser.add_argument("--parts", default="1,2,3,4,5,6", help="comma-separated part numbers (default: all)")
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma-separated part numbers (default: all)")
     parser.add_argument("--output", type=Path, help="write the markdown here (default: BENCHMARKS.md on a full run)")
     return parser.parse_args(argv)
 

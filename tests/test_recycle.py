@@ -8,6 +8,8 @@ import pytest
 
 from fitflix.serving.recycle import (
     DATA_LIMIT_RECYCLE_FRACTION,
+    MAX_SKIPPED_REQUESTS,
+    SKIP_GROWTH_BYTES,
     KEEP,
     RECYCLE,
     URGENT,
@@ -19,6 +21,7 @@ from fitflix.serving.recycle import (
     memory_status,
     memory_verdict,
     needs_exact_check,
+    requests_to_skip,
 )
 from fitflix.serving.sizing import MIB, MIN_WORKER_LIFETIME_S
 
@@ -209,3 +212,26 @@ def test_a_status_held_back_by_the_interval_is_logged_when_it_lasts():
     alerts = _alerts(policy, steps)
 
     assert alerts == [(0.0, "WARNING"), (1.0, "OK"), (60.0, "WARNING")]
+
+
+@pytest.mark.parametrize(
+    ("rss_mb", "data_mb", "data_limit_mb", "skipped"),
+    [
+        (30, 60, None, MAX_SKIPPED_REQUESTS),  # far below: the most
+        (300, 60, None, 2),  # 330 - 300 = 30 MB of room: 30 // 8 - 1
+        (322, 60, None, 0),  # less than one request's allowance left: read every request
+        (340, 60, None, 0),  # past the threshold already
+        (30, 460, 600, 9),  # the data segment is the closer limit: 540 - 460 = 80 MB of room
+    ],
+)
+def test_requests_to_skip_shrinks_with_the_room_left(rss_mb, data_mb, data_limit_mb, skipped):
+    limits = WorkerLimits(330 * MIB, 400 * MIB, None if data_limit_mb is None else data_limit_mb * MIB)
+    assert requests_to_skip(rss_mb * MIB, data_mb * MIB, limits) == skipped
+
+
+def test_no_request_can_cross_the_threshold_unread_at_the_assumed_growth():
+    limits = WorkerLimits(330 * MIB, 400 * MIB, None)
+    for rss_mb in range(0, 330):
+        skipped = requests_to_skip(rss_mb * MIB, 0, limits)
+        # the skipped requests and the next (read) one, each growing by the allowance, stay below the threshold
+        assert skipped == 0 or rss_mb * MIB + (skipped + 1) * SKIP_GROWTH_BYTES <= limits.threshold_bytes

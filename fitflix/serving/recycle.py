@@ -18,6 +18,13 @@ KEEP, RECYCLE, URGENT = "keep", "recycle", "urgent"
 # backstop can fail one of its requests (freed-but-mapped heap grows VmData).
 DATA_LIMIT_RECYCLE_FRACTION = 0.9
 
+# Between statm reads, each request is assumed to grow the worker by at most
+# this much, and at most this many requests go unread. A read costs ~8 us in a
+# busy worker (cold caches), 1.6% of a /health request: reading one request in
+# 32 far from the threshold brings it near zero (BENCHMARKS.md, part 2).
+SKIP_GROWTH_BYTES = 8 * MIB
+MAX_SKIPPED_REQUESTS = 31
+
 
 @dataclass(frozen=True)
 class WorkerLimits:
@@ -48,6 +55,21 @@ def needs_exact_check(rss_bytes: int, data_bytes: int, limits: WorkerLimits) -> 
     if limits.data_limit_bytes is not None and data_bytes >= limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION:
         return True
     return rss_bytes >= limits.threshold_bytes
+
+
+def requests_to_skip(rss_bytes: int, data_bytes: int, limits: WorkerLimits) -> int:
+    """How many requests may pass before the next statm read, given the room left.
+
+    Far below the threshold a read every request buys nothing: allowing each
+    skipped request to grow the worker by SKIP_GROWTH_BYTES, the worker
+    cannot reach its threshold before the next read. Near it, every request
+    is read. A request that grows more than that is what the hard cap, the
+    data-segment backstop and the master's guard are for.
+    """
+    room = limits.threshold_bytes - rss_bytes
+    if limits.data_limit_bytes is not None:
+        room = min(room, int(limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION) - data_bytes)
+    return max(0, min(MAX_SKIPPED_REQUESTS, room // SKIP_GROWTH_BYTES - 1))
 
 
 def memory_verdict(uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:

@@ -32,6 +32,7 @@ from fitflix.serving.recycle import (
     memory_status,
     memory_verdict,
     needs_exact_check,
+    requests_to_skip,
 )
 from fitflix.serving.sizing import MIB, Plan
 from fitflix.serving.state import SharedState
@@ -85,6 +86,7 @@ class WorkerRecycler:
         )
         self.reason: str | None = None
         self.figures: tuple[int, int] | None = None  # (rss, uss) when the decision was made
+        self._unread = 0  # requests that may still pass before the next statm read
         self._in_flight: dict[int, float] = {}  # thread ident -> when its request started
         self._exit_lock = threading.Lock()
         self._exited = False
@@ -118,8 +120,12 @@ class WorkerRecycler:
             rss, _data = self.statm.read()
             self.leave("backstop", rss, self._read_uss() or rss)
             return
+        if self._unread > 0:
+            self._unread -= 1  # racy across threads by design: off by one either way is harmless
+            return
         rss, data = self.statm.read()
         if not needs_exact_check(rss, data, self.limits):
+            self._unread = requests_to_skip(rss, data, self.limits)
             return
         now = time.monotonic()
         uss = self._uss_now(now, rss)
