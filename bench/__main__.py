@@ -26,8 +26,8 @@ from bench import concurrency, footprint, health_cost, leak, overhead, recycle, 
 from bench.load import wrk_path
 from bench.report import Part, markdown, text_table
 from bench.scale import FULL, QUICK
-from bench.servers import CgroupUnavailable, install_signal_handlers, stop_everything, uwsgi_problem
-from tests.support.cgroups import MemoryCgroup
+from bench.servers import install_signal_handlers, stop_everything, uwsgi_problem
+from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
 from tests.support.server import PROJECT
 
 PARTS = {1: footprint, 2: overhead, 3: leak, 4: spike, 5: recycle, 6: concurrency, 7: health_cost}
@@ -58,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     numbers = [int(text) for text in args.parts.split(",") if text.strip()]
     problem = check_cgroups()
     if problem:
-        print(f"The benchmarks need child memory cgroups (run as root on cgroup v1, or v2 with memory delegated): "
-              f"{problem}", file=sys.stderr)
+        print(
+            f"The benchmarks need child memory cgroups (run as root on cgroup v1, or v2 with memory delegated): "
+            f"{problem}",
+            file=sys.stderr,
+        )
         return 2
     wrk = wrk_path()
-    started_at = datetime.datetime.now(datetime.timezone.utc)
+    started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     parts: list[Part] = []
     try:
@@ -73,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
                 part = PARTS[number].run(scale)
             except Exception as error:
                 log.exception("part %s failed", number)
-                part = Part(number, f"{PARTS[number].__doc__.splitlines()[0]} (FAILED)", str(error), ["error"],
-                            [[str(error).splitlines()[0] if str(error) else type(error).__name__]])
+                part = Part(
+                    number,
+                    f"{PARTS[number].__doc__.splitlines()[0]} (FAILED)",
+                    str(error),
+                    ["error"],
+                    [[str(error).splitlines()[0] if str(error) else type(error).__name__]],
+                )
             part.seconds = time.monotonic() - part_started
             parts.append(part)
             print("\n" + text_table(part) + "\n", flush=True)

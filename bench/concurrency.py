@@ -42,27 +42,49 @@ def run(scale: Scale) -> Part:
         for server in (a, b):
             throughput(server.port, PATH, CONNECTIONS, 1, 100_000, threads=2, timeout_s=15)
         for round_number in range(1, scale.concurrency_rounds + 1):
-            for server in ((a, b) if round_number % 2 else (b, a)):
-                result = throughput(server.port, PATH, CONNECTIONS, scale.concurrency_run_s,
-                                    int(scale.concurrency_run_s * 10_000), threads=2, timeout_s=15)
+            for server in (a, b) if round_number % 2 else (b, a):
+                result = throughput(
+                    server.port,
+                    PATH,
+                    CONNECTIONS,
+                    scale.concurrency_run_s,
+                    int(scale.concurrency_run_s * 10_000),
+                    threads=2,
+                    timeout_s=15,
+                )
                 figures = server.footprint()
                 usage_mb = figures.usage_bytes / MIB
                 ws_mb = figures.working_set_bytes / MIB
                 per_mb[server.peer.name].append(result.rps / usage_mb)
                 per_mb_ws[server.peer.name].append(result.rps / ws_mb)
-                part.add(round_number, server.peer.name, f"{result.rps:.0f}", f"{usage_mb:.1f}", f"{ws_mb:.1f}",
-                         mb(figures.tree_pss_bytes), f"{result.rps / usage_mb:.2f} ({result.rps / ws_mb:.2f})",
-                         result.errors, f"{result.p99_ms:.0f}" if result.p99_ms else "-")
-                log.info("part 6: round %s %s: %.0f req/s, %.1f MB", round_number, server.peer.name, result.rps,
-                         usage_mb)
+                part.add(
+                    round_number,
+                    server.peer.name,
+                    f"{result.rps:.0f}",
+                    f"{usage_mb:.1f}",
+                    f"{ws_mb:.1f}",
+                    mb(figures.tree_pss_bytes),
+                    f"{result.rps / usage_mb:.2f} ({result.rps / ws_mb:.2f})",
+                    result.errors,
+                    f"{result.p99_ms:.0f}" if result.p99_ms else "-",
+                )
+                log.info(
+                    "part 6: round %s %s: %.0f req/s, %.1f MB", round_number, server.peer.name, result.rps, usage_mb
+                )
                 time.sleep(0.5)  # a breath between runs
     ours_median, sync_median = statistics.median(per_mb[ours.name]), statistics.median(per_mb[sync.name])
     ratio = ours_median / sync_median
     ws_ratio = statistics.median(per_mb_ws[ours.name]) / statistics.median(per_mb_ws[sync.name])
     part.add("median", ours.name, "", "", "", "", f"{ours_median:.2f}", "", "")
     part.add("median", sync.name, "", "", "", "", f"{sync_median:.2f}", "", "")
-    part.notes.append(f"ratio fitflix / sync of req/s per MB: {ratio:.1f}x on container usage, {ws_ratio:.1f}x on "
-                      "working set")
-    part.targets.append(Target(f"req/s per MB of container usage, fitflix / one sync worker >= {TARGET_RATIO:g}x",
-                               ratio >= TARGET_RATIO, f"{ratio:.1f}x (working set: {ws_ratio:.1f}x)"))
+    part.notes.append(
+        f"ratio fitflix / sync of req/s per MB: {ratio:.1f}x on container usage, {ws_ratio:.1f}x on working set"
+    )
+    part.targets.append(
+        Target(
+            f"req/s per MB of container usage, fitflix / one sync worker >= {TARGET_RATIO:g}x",
+            ratio >= TARGET_RATIO,
+            f"{ratio:.1f}x (working set: {ws_ratio:.1f}x)",
+        )
+    )
     return part

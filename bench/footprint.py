@@ -52,8 +52,19 @@ def run(scale: Scale) -> Part:
         "worker USS = Private_Clean + Private_Dirty, mean over workers. "
         "Note: file pages already in the page cache before a peer started stay charged to the cgroup "
         "that read them first, so container usage undercounts shared libraries; tree PSS does not.",
-        ["peer", "workers", "phase", "usage MB", "working set MB", "tree PSS MB", "tree RSS MB",
-         "worker USS MB", "master USS MB", "PSS / plain", "PSS vs idle"],
+        [
+            "peer",
+            "workers",
+            "phase",
+            "usage MB",
+            "working set MB",
+            "tree PSS MB",
+            "tree RSS MB",
+            "worker USS MB",
+            "master USS MB",
+            "PSS / plain",
+            "PSS vs idle",
+        ],
     )
     line_up: list[Peer] = [peers.plain()]
     uwsgi_reason = peers.uwsgi_or_reason()
@@ -63,7 +74,9 @@ def run(scale: Scale) -> Part:
         part.notes.append(f"uwsgi: not run: {uwsgi_reason}")
     line_up += [
         peers.fitflix(),
-        peers.fitflix(env={"WEB_CONCURRENCY": str(peers.PLAIN_WORKERS)}, name=f"fitflix WEB_CONCURRENCY={peers.PLAIN_WORKERS}"),
+        peers.fitflix(
+            env={"WEB_CONCURRENCY": str(peers.PLAIN_WORKERS)}, name=f"fitflix WEB_CONCURRENCY={peers.PLAIN_WORKERS}"
+        ),
         peers.fitflix_cluster(),
         peers.plain(workers=k, limit_mb=peers.CLUSTER_LIMIT_MB, name=f"plain -w {k}"),
     ]
@@ -87,9 +100,19 @@ def run(scale: Scale) -> Part:
             ratio = f"{figures.tree_pss_bytes / base.tree_pss_bytes:.2f}" if base else "-"
             change = "" if phase == "idle" else f"{100 * (after.tree_pss_bytes / idle.tree_pss_bytes - 1):+.1f}%"
             uss = sum(figures.worker_uss_bytes) / len(figures.worker_uss_bytes) if figures.worker_uss_bytes else None
-            part.add(name, figures.workers, phase, mb(figures.usage_bytes), mb(figures.working_set_bytes),
-                     mb(figures.tree_pss_bytes), mb(figures.tree_rss_bytes), mb(uss), mb(figures.master_uss_bytes),
-                     ratio, change)
+            part.add(
+                name,
+                figures.workers,
+                phase,
+                mb(figures.usage_bytes),
+                mb(figures.working_set_bytes),
+                mb(figures.tree_pss_bytes),
+                mb(figures.tree_rss_bytes),
+                mb(uss),
+                mb(figures.master_uss_bytes),
+                ratio,
+                change,
+            )
 
     equal = [(f"fitflix WEB_CONCURRENCY={peers.PLAIN_WORKERS}", "plain"), ("fitflix-cluster", f"plain -w {k}")]
     for ours, theirs in equal:
@@ -103,19 +126,23 @@ def run(scale: Scale) -> Part:
     if fitflix_fp and plain_fp:
         ratio = fitflix_fp[1].tree_pss_bytes / plain_fp[1].tree_pss_bytes
         idle_ratio = fitflix_fp[0].tree_pss_bytes / plain_fp[0].tree_pss_bytes
-        part.targets.append(Target(
-            f"fitflix tree PSS <= {TARGET_PSS_RATIO} x plain's",
-            ratio <= TARGET_PSS_RATIO and idle_ratio <= TARGET_PSS_RATIO,
-            f"{ratio:.2f} after {n:,} requests, {idle_ratio:.2f} idle "
-            f"({mb(fitflix_fp[1].tree_pss_bytes)} vs {mb(plain_fp[1].tree_pss_bytes)} MB)",
-        ))
+        part.targets.append(
+            Target(
+                f"fitflix tree PSS <= {TARGET_PSS_RATIO} x plain's",
+                ratio <= TARGET_PSS_RATIO and idle_ratio <= TARGET_PSS_RATIO,
+                f"{ratio:.2f} after {n:,} requests, {idle_ratio:.2f} idle "
+                f"({mb(fitflix_fp[1].tree_pss_bytes)} vs {mb(plain_fp[1].tree_pss_bytes)} MB)",
+            )
+        )
     else:
         part.targets.append(Target(f"fitflix tree PSS <= {TARGET_PSS_RATIO} x plain's", None, "a peer failed"))
     if fitflix_fp:
         change = 100 * (fitflix_fp[1].tree_pss_bytes / fitflix_fp[0].tree_pss_bytes - 1)
-        part.targets.append(Target(
-            f"fitflix tree PSS flat (within {TARGET_FLAT_PERCENT:g}%) from idle to {n:,} requests",
-            abs(change) <= TARGET_FLAT_PERCENT,
-            f"{change:+.1f}% ({mb(fitflix_fp[0].tree_pss_bytes)} -> {mb(fitflix_fp[1].tree_pss_bytes)} MB)",
-        ))
+        part.targets.append(
+            Target(
+                f"fitflix tree PSS flat (within {TARGET_FLAT_PERCENT:g}%) from idle to {n:,} requests",
+                abs(change) <= TARGET_FLAT_PERCENT,
+                f"{change:+.1f}% ({mb(fitflix_fp[0].tree_pss_bytes)} -> {mb(fitflix_fp[1].tree_pss_bytes)} MB)",
+            )
+        )
     return part

@@ -57,10 +57,18 @@ def run(scale: Scale) -> Part:
             probe.report("worker", server.master_pid)
             durations.append(time.perf_counter() - started)
     ratio = statistics.median(memory_rates) / statistics.median(health_rates)
-    part.add("median", f"{statistics.median(health_rates):.0f}", f"{statistics.median(memory_rates):.0f}",
-             f"{ratio:.3f}", "", "")
+    part.add(
+        "median",
+        f"{statistics.median(health_rates):.0f}",
+        f"{statistics.median(memory_rates):.0f}",
+        f"{ratio:.3f}",
+        "",
+        "",
+    )
     per_request_us = (1 / statistics.median(memory_rates) - 1 / statistics.median(health_rates)) * 1e6
-    part.notes.append(f"one /health/memory costs about {per_request_us:.0f} us more than one /health (from the medians)")
+    part.notes.append(
+        f"one /health/memory costs about {per_request_us:.0f} us more than one /health (from the medians)"
+    )
     part.notes.append(
         f"one uncached report: median {statistics.median(durations) * 1000:.2f} ms, "
         f"p99 {statistics.quantiles(durations, n=100)[98] * 1000:.2f} ms"

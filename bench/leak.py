@@ -38,8 +38,20 @@ def run(scale: Scale) -> Part:
         f"`gunicorn -w {peers.PLAIN_WORKERS} -c /dev/null` (no max_requests); uwsgi = {peers.PLAIN_WORKERS} processes, "
         f"`--reload-on-rss {budget}` (the budget FitFlix gives each of {peers.PLAIN_WORKERS} workers in "
         f"{peers.LIMIT_MB} MB). Failed = no HTTP response or a status >= 500. Peak = `memory.max_usage_in_bytes`.",
-        ["peer", "limit MB", "OOM kills", "failed", "what clients saw", "peak MB", "peak % of limit",
-         "p50 ms", "p99 ms", "max ms", "workers used", "time s"],
+        [
+            "peer",
+            "limit MB",
+            "OOM kills",
+            "failed",
+            "what clients saw",
+            "peak MB",
+            "peak % of limit",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "workers used",
+            "time s",
+        ],
     )
     line_up: list[Peer] = [peers.plain(APP)]
     reason = peers.uwsgi_or_reason()
@@ -55,8 +67,15 @@ def run(scale: Scale) -> Part:
         try:
             with serving(peer) as running:
                 started = time.monotonic()
-                samples = run_clients(running.port, f"/leak?mb={LEAK_MB}", scale.leak_requests, CLIENTS,
-                                      scale.leak_time_limit_s, timeout_s=30, read_pid=True)
+                samples = run_clients(
+                    running.port,
+                    f"/leak?mb={LEAK_MB}",
+                    scale.leak_requests,
+                    CLIENTS,
+                    scale.leak_time_limit_s,
+                    timeout_s=30,
+                    read_pid=True,
+                )
                 elapsed = time.monotonic() - started
                 oom_kills, peak = running.oom_kills(), running.peak_bytes()
                 recycle_lines = running.log().count("Recycling worker pid=")
@@ -69,15 +88,26 @@ def run(scale: Scale) -> Part:
         pids = {sample.pid for sample in samples if sample.pid}
         peak_percent = 100 * peak / (peer.limit_mb * 1024 * 1024) if peak else None
         results[peer.name] = (oom_kills, len(failed), peak_percent, len(samples))
-        part.add(peer.name, peer.limit_mb, oom_kills, len(failed), outcome_counts(samples), mb(peak, 0),
-                 f"{peak_percent:.0f}%" if peak_percent is not None else "-",
-                 f"{percentile(latencies, 0.5):.1f}", f"{percentile(latencies, 0.99):.1f}", f"{max(latencies):.0f}",
-                 len(pids), f"{elapsed:.0f}")
+        part.add(
+            peer.name,
+            peer.limit_mb,
+            oom_kills,
+            len(failed),
+            outcome_counts(samples),
+            mb(peak, 0),
+            f"{peak_percent:.0f}%" if peak_percent is not None else "-",
+            f"{percentile(latencies, 0.5):.1f}",
+            f"{percentile(latencies, 0.99):.1f}",
+            f"{max(latencies):.0f}",
+            len(pids),
+            f"{elapsed:.0f}",
+        )
         if recycle_lines:
             part.notes.append(f"{peer.name}: {recycle_lines} 'Recycling worker' log lines")
         if len(samples) < scale.leak_requests:
-            part.notes.append(f"{peer.name}: stopped at the {scale.leak_time_limit_s:g} s time bound after "
-                              f"{len(samples)} requests")
+            part.notes.append(
+                f"{peer.name}: stopped at the {scale.leak_time_limit_s:g} s time bound after {len(samples)} requests"
+            )
 
     for name in ("fitflix", "fitflix-cluster"):
         text = f"{name}: 0 OOM kills, 0 failed, peak <= {TARGET_PEAK_PERCENT}% of the limit"
@@ -85,8 +115,20 @@ def run(scale: Scale) -> Part:
             part.targets.append(Target(text, None, "did not run"))
             continue
         oom_kills, failed, peak_percent, count = results[name]
-        met = (oom_kills == 0 and failed == 0 and peak_percent is not None and peak_percent <= TARGET_PEAK_PERCENT
-               and count >= scale.leak_requests)
-        part.targets.append(Target(text, met, f"{oom_kills} OOM kills, {failed} failed of {count}, peak "
-                                             f"{peak_percent:.0f}%" if peak_percent is not None else "no peak"))
+        met = (
+            oom_kills == 0
+            and failed == 0
+            and peak_percent is not None
+            and peak_percent <= TARGET_PEAK_PERCENT
+            and count >= scale.leak_requests
+        )
+        part.targets.append(
+            Target(
+                text,
+                met,
+                f"{oom_kills} OOM kills, {failed} failed of {count}, peak {peak_percent:.0f}%"
+                if peak_percent is not None
+                else "no peak",
+            )
+        )
     return part

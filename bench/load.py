@@ -22,9 +22,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("bench")
 
@@ -129,6 +129,7 @@ def median(values: list[float]) -> float | None:
 
 # --- throughput -----------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Throughput:
     requests: int
@@ -180,9 +181,7 @@ def wrk_path() -> str | None:
     if path is None and shutil.which("apt-get"):
         log.info("wrk is not installed: trying apt-get install -y wrk (falls back to the Python client)")
         try:
-            subprocess.run(
-                ["apt-get", "install", "-y", "wrk"], capture_output=True, timeout=180, check=False
-            )
+            subprocess.run(["apt-get", "install", "-y", "wrk"], capture_output=True, timeout=180, check=False)
         except (OSError, subprocess.TimeoutExpired):
             pass
         path = shutil.which("wrk")
@@ -191,8 +190,14 @@ def wrk_path() -> str | None:
 
 
 def throughput(
-    port: int, path: str, connections: int, duration_s: float, max_requests: int, threads: int = 1,
-    timeout_s: float = 10.0, python_only: bool = False,
+    port: int,
+    path: str,
+    connections: int,
+    duration_s: float,
+    max_requests: int,
+    threads: int = 1,
+    timeout_s: float = 10.0,
+    python_only: bool = False,
 ) -> Throughput:
     """Closed-loop load: `connections` keep-alive clients for `duration_s` or `max_requests`, whichever first.
 
@@ -206,7 +211,9 @@ def throughput(
     return _python_throughput(port, path, connections, duration_s, max_requests, timeout_s)
 
 
-def requests_until(port: int, path: str, total: int, connections: int, time_limit_s: float, chunk_s: float = 2.0) -> Throughput:
+def requests_until(
+    port: int, path: str, total: int, connections: int, time_limit_s: float, chunk_s: float = 2.0
+) -> Throughput:
     """Send about `total` requests (no rate figure): wrk in short chunks, since a wrk run
     stopped early by its count still lasts its whole -d."""
     sent = errors = 0
@@ -226,16 +233,29 @@ def _wrk_throughput(wrk, port, path, connections, duration_s, max_requests, thre
         script.write(WRK_SCRIPT)
     try:
         command = [
-            wrk, "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration_s))}s",
-            "--timeout", f"{max(1, round(timeout_s))}s", "-s", script.name,
-            f"http://{HOST}:{port}{path}", "--", str(per_thread),
+            wrk,
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, round(duration_s))}s",
+            "--timeout",
+            f"{max(1, round(timeout_s))}s",
+            "-s",
+            script.name,
+            f"http://{HOST}:{port}{path}",
+            "--",
+            str(per_thread),
         ]
         completed = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + timeout_s + 30)
     finally:
         Path(script.name).unlink(missing_ok=True)
     line = next((text for text in completed.stdout.splitlines() if text.startswith("BENCH_JSON ")), None)
     if line is None:
-        raise RuntimeError(f"wrk printed no result (exit {completed.returncode}): {completed.stdout}\n{completed.stderr}")
+        raise RuntimeError(
+            f"wrk printed no result (exit {completed.returncode}): {completed.stdout}\n{completed.stderr}"
+        )
     figures = json.loads(line.removeprefix("BENCH_JSON "))
     errors = sum(figures[key] for key in ("connect", "read", "write", "status", "timeout"))
     return Throughput(

@@ -27,8 +27,17 @@ def run(scale: Scale) -> Part:
         "backstop, no monitor thread), both up at once, each in its own 512 MB cgroup, serving `wsgi:app`. "
         f"Closed-loop load on /health with {CONNECTIONS} keep-alive connections, {scale.overhead_run_s:g} s per run, "
         "interleaved A B / B A round by round (so drift hits both). Figures are requests/s; the ratio is A/B.",
-        ["round", "order", "A req/s (recycling on)", "B req/s (recycling off)", "A/B", "A p99 ms", "B p99 ms",
-         "A worker CPU us/req", "B worker CPU us/req"],
+        [
+            "round",
+            "order",
+            "A req/s (recycling on)",
+            "B req/s (recycling off)",
+            "A/B",
+            "A p99 ms",
+            "B p99 ms",
+            "A worker CPU us/req",
+            "B worker CPU us/req",
+        ],
     )
     part.method += (
         " Worker CPU per request (utime + stime of the worker from /proc/PID/stat over the run, divided by the "
@@ -36,7 +45,9 @@ def run(scale: Scale) -> Part:
     )
     # MAX_REQUESTS=0 in both: a max_requests recycle mid-run would cost both the same and hide the worker's CPU.
     a_peer = peers.fitflix(env={"MAX_REQUESTS": "0"}, name="fitflix")
-    b_peer = peers.fitflix(env={"MEMORY_RECYCLING": "false", "MAX_REQUESTS": "0"}, name="fitflix MEMORY_RECYCLING=false")
+    b_peer = peers.fitflix(
+        env={"MEMORY_RECYCLING": "false", "MAX_REQUESTS": "0"}, name="fitflix MEMORY_RECYCLING=false"
+    )
     with serving(a_peer) as a, serving(b_peer) as b:
         a.wait_for_workers(1)
         b.wait_for_workers(1)
@@ -50,10 +61,13 @@ def run(scale: Scale) -> Part:
             for server in order:
                 [worker] = server.worker_pids()
                 cpu_before = worker_cpu_s(worker)
-                result = throughput(server.port, "/health", CONNECTIONS, scale.overhead_run_s,
-                                    int(scale.overhead_run_s * 100_000))
+                result = throughput(
+                    server.port, "/health", CONNECTIONS, scale.overhead_run_s, int(scale.overhead_run_s * 100_000)
+                )
                 if worker in server.worker_pids() and result.requests:
-                    cpu_per_request[server.peer.name].append((worker_cpu_s(worker) - cpu_before) / result.requests * 1e6)
+                    cpu_per_request[server.peer.name].append(
+                        (worker_cpu_s(worker) - cpu_before) / result.requests * 1e6
+                    )
                 figures[server.peer.name] = result
                 tool = result.tool
                 time.sleep(0.5)  # a breath between runs, so one run's tail does not overlap the next
@@ -61,10 +75,17 @@ def run(scale: Scale) -> Part:
             a_rates.append(fa.rps)
             b_rates.append(fb.rps)
             ratios.append(fa.rps / fb.rps)
-            part.add(round_number, "A B" if round_number % 2 else "B A", f"{fa.rps:.0f}", f"{fb.rps:.0f}",
-                     f"{fa.rps / fb.rps:.3f}", f"{fa.p99_ms:.1f}" if fa.p99_ms else "-",
-                     f"{fb.p99_ms:.1f}" if fb.p99_ms else "-", _last(cpu_per_request[a_peer.name]),
-                     _last(cpu_per_request[b_peer.name]))
+            part.add(
+                round_number,
+                "A B" if round_number % 2 else "B A",
+                f"{fa.rps:.0f}",
+                f"{fb.rps:.0f}",
+                f"{fa.rps / fb.rps:.3f}",
+                f"{fa.p99_ms:.1f}" if fa.p99_ms else "-",
+                f"{fb.p99_ms:.1f}" if fb.p99_ms else "-",
+                _last(cpu_per_request[a_peer.name]),
+                _last(cpu_per_request[b_peer.name]),
+            )
             log.info("part 2: round %s: A %.0f req/s, B %.0f req/s", round_number, fa.rps, fb.rps)
             if fa.errors or fb.errors:
                 part.notes.append(f"round {round_number}: errors A={fa.errors} B={fb.errors}")
@@ -78,8 +99,13 @@ def run(scale: Scale) -> Part:
             f"{cpu_a - cpu_b:+.1f} us, a throughput ratio of {cpu_b / cpu_a:.3f} for a CPU-bound worker"
         )
     part.notes.append(f"median of the per-round ratios: {statistics.median(ratios):.3f}; load generator: {tool}")
-    part.targets.append(Target(f"requests/s ratio (recycling on / off) >= {TARGET_RATIO}", ratio >= TARGET_RATIO,
-                               f"median {median_a:.0f} / {median_b:.0f} = {ratio:.3f}"))
+    part.targets.append(
+        Target(
+            f"requests/s ratio (recycling on / off) >= {TARGET_RATIO}",
+            ratio >= TARGET_RATIO,
+            f"median {median_a:.0f} / {median_b:.0f} = {ratio:.3f}",
+        )
+    )
     return part
 
 

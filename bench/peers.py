@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from bench.servers import Peer, uwsgi_problem
 from fitflix.memory.service import measure_container
 from fitflix.serving.sizing import Plan, make_plan
 from fitflix.settings import Settings
-
-from bench.servers import Peer, uwsgi_problem
 
 LIMIT_MB = 512  # Render's 512 MB instance, the reference container
 CLUSTER_LIMIT_MB = 1024
@@ -27,20 +26,31 @@ def cluster_workers() -> int:
     return plan_for(CLUSTER_LIMIT_MB, enable_clustering=True).workers
 
 
-def plain(app: str = "wsgi:app", workers: int = PLAIN_WORKERS, limit_mb: int = LIMIT_MB, name: str = "plain",
-          args: tuple[str, ...] = ()) -> Peer:
+def plain(
+    app: str = "wsgi:app",
+    workers: int = PLAIN_WORKERS,
+    limit_mb: int = LIMIT_MB,
+    name: str = "plain",
+    args: tuple[str, ...] = (),
+) -> Peer:
     return Peer(name, "plain", app=app, workers=workers, limit_mb=limit_mb, args=args)
 
 
-def uwsgi(app: str = "wsgi:app", workers: int = PLAIN_WORKERS, limit_mb: int = LIMIT_MB, name: str = "uwsgi",
-          args: tuple[str, ...] | None = None) -> Peer:
+def uwsgi(
+    app: str = "wsgi:app",
+    workers: int = PLAIN_WORKERS,
+    limit_mb: int = LIMIT_MB,
+    name: str = "uwsgi",
+    args: tuple[str, ...] | None = None,
+) -> Peer:
     if args is None:
         args = ("--reload-on-rss", str(uwsgi_budget_mb(limit_mb, workers)))
     return Peer(name, "uwsgi", app=app, workers=workers, limit_mb=limit_mb, args=args)
 
 
-def fitflix(app: str = "wsgi:app", env: dict[str, str] | None = None, limit_mb: int = LIMIT_MB,
-            name: str = "fitflix") -> Peer:
+def fitflix(
+    app: str = "wsgi:app", env: dict[str, str] | None = None, limit_mb: int = LIMIT_MB, name: str = "fitflix"
+) -> Peer:
     return Peer(name, "fitflix", app=app, env=dict(env or {}), limit_mb=limit_mb)
 
 

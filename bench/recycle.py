@@ -45,33 +45,69 @@ def run(scale: Scale) -> Part:
         5,
         "Recycle cost (one worker, light load)",
         f"`{APP}` (the real Flask app plus /bench/pid and /bench/leak, each answering its pid), one worker, "
-        f"{CLIENTS} keep-alive clients each pausing {PACE_S * 1000:.0f} ms between requests, {scale.recycle_requests:,} "
-        "requests. A recycle is a change of the answering pid. 'gap' = last answer from the old worker to the first "
+        f"{CLIENTS} keep-alive clients each pausing {PACE_S * 1000:.0f} ms between requests, "
+        f"{scale.recycle_requests:,} requests. A recycle is a change of the answering pid. "
+        "'gap' = last answer from the old worker to the first "
         "from its replacement, as the client sees it (the recycle decision is taken right after the old worker's "
         "last response, so this is decision -> first request served, plus one loopback round trip). 'worst around' = "
-        f"the worst latency of requests ending in [last old answer, first new answer + {AFTER_WINDOW_S * 1000:.0f} ms]. "
+        "the worst latency of requests ending in "
+        f"[last old answer, first new answer + {AFTER_WINDOW_S * 1000:.0f} ms]. "
         "'added' = worst around - median latency, median over recycles (max in brackets).",
-        ["peer", "recycles", "failed", "what clients saw", "median ms", "p99 ms", "gap ms median (max)",
-         "worst around ms median (max)", "added ms median (max)", "recycle reasons (log)"],
+        [
+            "peer",
+            "recycles",
+            "failed",
+            "what clients saw",
+            "median ms",
+            "p99 ms",
+            "gap ms median (max)",
+            "worst around ms median (max)",
+            "added ms median (max)",
+            "recycle reasons (log)",
+        ],
     )
     fitflix_limits = {"MAX_REQUESTS": str(MAX_REQUESTS), "MAX_REQUESTS_JITTER": "0"}
     line_up: list[tuple[Peer, str]] = [
-        (peers.plain(APP, workers=1, args=("--max-requests", str(MAX_REQUESTS)),
-                     name=f"plain -w 1 --max-requests {MAX_REQUESTS}"), "/bench/pid"),
+        (
+            peers.plain(
+                APP,
+                workers=1,
+                args=("--max-requests", str(MAX_REQUESTS)),
+                name=f"plain -w 1 --max-requests {MAX_REQUESTS}",
+            ),
+            "/bench/pid",
+        ),
     ]
     reason = peers.uwsgi_or_reason()
     if reason is None:
         # uWSGI ignores max-requests for a worker younger than --min-worker-lifetime (10 s by default).
-        line_up.append((peers.uwsgi(APP, workers=1, args=("--max-requests", str(MAX_REQUESTS), "--min-worker-lifetime", "0"),
-                                    name=f"uwsgi 1 process --max-requests {MAX_REQUESTS}"), "/bench/pid"))
+        line_up.append(
+            (
+                peers.uwsgi(
+                    APP,
+                    workers=1,
+                    args=("--max-requests", str(MAX_REQUESTS), "--min-worker-lifetime", "0"),
+                    name=f"uwsgi 1 process --max-requests {MAX_REQUESTS}",
+                ),
+                "/bench/pid",
+            )
+        )
     else:
         part.add("uwsgi", "-", "-", f"not run: {reason}", *["-"] * 6)
     line_up += [
         (peers.fitflix(APP, fitflix_limits, name=f"fitflix MAX_REQUESTS={MAX_REQUESTS}"), "/bench/pid"),
-        (peers.fitflix(APP, {**fitflix_limits, "MEMORY_RECYCLING": "false"},
-                       name=f"fitflix MAX_REQUESTS={MAX_REQUESTS} MEMORY_RECYCLING=false"), "/bench/pid"),
-        (peers.fitflix(APP, {"WORKER_MAX_MEMORY_MB": "80"}, name="fitflix WORKER_MAX_MEMORY_MB=80 + leak 2 MB/req"),
-         "/bench/leak?mb=2"),
+        (
+            peers.fitflix(
+                APP,
+                {**fitflix_limits, "MEMORY_RECYCLING": "false"},
+                name=f"fitflix MAX_REQUESTS={MAX_REQUESTS} MEMORY_RECYCLING=false",
+            ),
+            "/bench/pid",
+        ),
+        (
+            peers.fitflix(APP, {"WORKER_MAX_MEMORY_MB": "80"}, name="fitflix WORKER_MAX_MEMORY_MB=80 + leak 2 MB/req"),
+            "/bench/leak?mb=2",
+        ),
     ]
     added_by_peer: dict[str, float] = {}
     for peer, path in line_up:
@@ -79,8 +115,16 @@ def run(scale: Scale) -> Part:
         try:
             with serving(peer) as running:
                 running.wait_for_workers(1)
-                samples = run_clients(running.port, path, scale.recycle_requests, CLIENTS, scale.recycle_time_limit_s,
-                                      pace_s=PACE_S, timeout_s=30, read_pid=True)
+                samples = run_clients(
+                    running.port,
+                    path,
+                    scale.recycle_requests,
+                    CLIENTS,
+                    scale.recycle_time_limit_s,
+                    pace_s=PACE_S,
+                    timeout_s=30,
+                    read_pid=True,
+                )
                 reasons = collections.Counter(REASON.findall(running.log()))
         except Exception as error:
             log.exception("part 5: %s failed", peer.name)
@@ -102,14 +146,26 @@ def run(scale: Scale) -> Part:
 
         if added_ms:
             added_by_peer[peer.name] = statistics.median(added_ms)
-        part.add(peer.name, len(events), len(failed), outcome_counts(samples), f"{median_ms:.1f}",
-                 f"{percentile(latencies_ms, 0.99):.1f}", spread(gaps_ms), spread(worst_ms), spread(added_ms),
-                 ", ".join(f"{key} x{count}" for key, count in reasons.items()) or "-")
+        part.add(
+            peer.name,
+            len(events),
+            len(failed),
+            outcome_counts(samples),
+            f"{median_ms:.1f}",
+            f"{percentile(latencies_ms, 0.99):.1f}",
+            spread(gaps_ms),
+            spread(worst_ms),
+            spread(added_ms),
+            ", ".join(f"{key} x{count}" for key, count in reasons.items()) or "-",
+        )
     for name in (f"fitflix MAX_REQUESTS={MAX_REQUESTS}", "fitflix WORKER_MAX_MEMORY_MB=80 + leak 2 MB/req"):
         text = f"{name}: at most {TARGET_ADDED_MS:g} ms added to the worst latency around a recycle"
         if name in added_by_peer:
-            part.targets.append(Target(text, added_by_peer[name] <= TARGET_ADDED_MS,
-                                       f"median over recycles {added_by_peer[name]:.0f} ms"))
+            part.targets.append(
+                Target(
+                    text, added_by_peer[name] <= TARGET_ADDED_MS, f"median over recycles {added_by_peer[name]:.0f} ms"
+                )
+            )
         else:
             part.targets.append(Target(text, None, "no recycle observed"))
     return part

@@ -34,11 +34,11 @@ def verdict(target: Target) -> str:
 def text_table(part: Part) -> str:
     widths = [len(column) for column in part.columns]
     for row in part.rows:
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row)]
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=False)]
     lines = [f"== Part {part.number}: {part.title} ({part.seconds:.0f} s) =="]
-    lines.append("  ".join(column.ljust(width) for column, width in zip(part.columns, widths)))
+    lines.append("  ".join(column.ljust(width) for column, width in zip(part.columns, widths, strict=True)))
     lines.append("  ".join("-" * width for width in widths))
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in part.rows]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) for row in part.rows]
     lines += [f"note: {note}" for note in part.notes]
     lines += [f"target: {target.text} -> {verdict(target)} ({target.measured})" for target in part.targets]
     return "\n".join(lines)

@@ -17,15 +17,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from fitflix.memory.process import children_of, read_smaps_rollup
 from fitflix.serving.sizing import MIB
-from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
+from tests.support.cgroups import MemoryCgroup
 from tests.support.server import LISTENING, PROJECT, LiveServer, server_env
 from tests.support.wait import Timeout, poll_until
 
@@ -76,7 +75,11 @@ class PeerServer:
         if self.cgroup is not None:
             command = self.cgroup.wrap(command)
         self.process = subprocess.Popen(
-            command, cwd=PROJECT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            command,
+            cwd=PROJECT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         self._reader = threading.Thread(target=self._read_log, name=f"log-{self.peer.name}", daemon=True)
@@ -153,8 +156,17 @@ class PlainGunicorn(PeerServer):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-b", "127.0.0.1:0",
-            "-w", str(self.peer.workers), *self.peer.args, self.peer.app,
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "/dev/null",
+            "-b",
+            "127.0.0.1:0",
+            "-w",
+            str(self.peer.workers),
+            *self.peer.args,
+            self.peer.app,
         ]
 
     def _find_port(self, timeout_s: float) -> None:
@@ -171,14 +183,28 @@ class Uwsgi(PeerServer):
 
     def command(self) -> list[str]:
         return [
-            str(UWSGI), "--master", "--processes", str(self.peer.workers),
-            "--http-socket", f"127.0.0.1:{self.port}", "--module", self.peer.app,
-            "--chdir", str(PROJECT), "--pythonpath", str(PROJECT), "--home", sys.prefix,
-            "--die-on-term", "--need-app", "--disable-logging",
+            str(UWSGI),
+            "--master",
+            "--processes",
+            str(self.peer.workers),
+            "--http-socket",
+            f"127.0.0.1:{self.port}",
+            "--module",
+            self.peer.app,
+            "--chdir",
+            str(PROJECT),
+            "--pythonpath",
+            str(PROJECT),
+            "--home",
+            sys.prefix,
+            "--die-on-term",
+            "--need-app",
+            "--disable-logging",
             # --http-socket serves one request per connection but does not say so on
             # HTTP/1.1 requests: without this header every keep-alive client (wrk,
             # http.client) sees a reset on its second request.
-            "--add-header", "Connection: close",
+            "--add-header",
+            "Connection: close",
             *self.peer.args,
         ]
 
@@ -333,5 +359,3 @@ def install_signal_handlers() -> None:
 
 def mb(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value / MIB:.{digits}f}"
-
-

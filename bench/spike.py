@@ -45,7 +45,7 @@ def longest_gap_s(samples, since_s: float) -> float:
     ends = [since_s] + sorted(sample.end_s for sample in samples if sample.ok and sample.end_s >= since_s)
     last = max((sample.end_s for sample in samples), default=since_s)
     ends.append(max(last, ends[-1]))
-    return max(later - earlier for earlier, later in zip(ends, ends[1:]))
+    return max(later - earlier for earlier, later in zip(ends, ends[1:], strict=False))
 
 
 def run(scale: Scale) -> Part:
@@ -57,8 +57,16 @@ def run(scale: Scale) -> Part:
         f"(one request every {BACKGROUND_PACE_S * 1000:.0f} ms each). 'answers again' = from the spike's response "
         "(or error) to the first 200 from /health on a fresh connection; 'longest gap' = the longest time without a "
         "successful background answer from the moment the spike was sent.",
-        ["peer", "OOM kills", "spike saw", "spike ms", "background saw", "longest gap ms", "answers again ms",
-         "peak MB"],
+        [
+            "peer",
+            "OOM kills",
+            "spike saw",
+            "spike ms",
+            "background saw",
+            "longest gap ms",
+            "answers again ms",
+            "peak MB",
+        ],
     )
     line_up: list[Peer] = [peers.plain(APP)]
     reason = peers.uwsgi_or_reason()
@@ -76,16 +84,31 @@ def run(scale: Scale) -> Part:
                 stop = threading.Event()
                 background: list = []
                 thread = threading.Thread(
-                    target=lambda: background.extend(run_clients(
-                        running.port, "/health", 100_000, BACKGROUND_CLIENTS, scale.spike_time_limit_s,
-                        pace_s=BACKGROUND_PACE_S, timeout_s=10, stop=stop)),
+                    target=lambda background=background, stop=stop, port=running.port: background.extend(
+                        run_clients(
+                            port,
+                            "/health",
+                            100_000,
+                            BACKGROUND_CLIENTS,
+                            scale.spike_time_limit_s,
+                            pace_s=BACKGROUND_PACE_S,
+                            timeout_s=10,
+                            stop=stop,
+                        )
+                    ),
                     daemon=True,
                 )
                 thread.start()
                 time.sleep(BEFORE_S)  # background alone first: the load the spike lands in
                 spike_sent = time.monotonic()
-                spike = run_clients(running.port, f"/spike?mb={spike_mb}", 1, 1, scale.spike_time_limit_s / 2,
-                                    timeout_s=scale.spike_time_limit_s / 2)
+                spike = run_clients(
+                    running.port,
+                    f"/spike?mb={spike_mb}",
+                    1,
+                    1,
+                    scale.spike_time_limit_s / 2,
+                    timeout_s=scale.spike_time_limit_s / 2,
+                )
                 answers_again = first_fresh_answer(running.port, scale.spike_time_limit_s / 4)
                 time.sleep(AFTER_S)
                 stop.set()
@@ -97,7 +120,8 @@ def run(scale: Scale) -> Part:
             continue
         spike_sample = spike[0] if spike else None
         part.add(
-            f"{peer.name} ({spike_mb} MB in {peer.limit_mb} MB)", oom_kills,
+            f"{peer.name} ({spike_mb} MB in {peer.limit_mb} MB)",
+            oom_kills,
             outcome_counts(spike) if spike else "-",
             f"{spike_sample.latency_s * 1000:.0f}" if spike_sample else "-",
             outcome_counts(background),
