@@ -7,16 +7,13 @@ our cgroups, processes first.
 
 from __future__ import annotations
 
-import http.client
 import logging
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,8 +22,8 @@ from pathlib import Path
 from fitflix.memory.process import children_of, read_smaps_rollup
 from fitflix.serving.sizing import MIB
 from tests.support.cgroups import MemoryCgroup
-from tests.support.server import LISTENING, PROJECT, LiveServer, server_env
-from tests.support.wait import Timeout, poll_until
+from tests.support.server import PROJECT, LiveServer
+from tests.support.wait import poll_until
 
 log = logging.getLogger("bench")
 
@@ -46,115 +43,27 @@ class Peer:
     limit_mb: int | None = 512  # the peer's own memory cgroup; None: none
 
 
-class PeerServer:
-    """A server process of ours (plain gunicorn or uWSGI), its log read through a pipe.
-
-    A pipe, not a file: a log file's page cache would be charged to the
-    peer's own cgroup. Stopped by pid: SIGTERM, wait, SIGKILL; then anything
-    left in its cgroup, which only our processes entered.
-    """
+class PeerServer(LiveServer):
+    """A server of ours that is not gunicorn.conf.py (plain gunicorn or uWSGI): LiveServer's
+    pipe-read log, readiness polling and stop-by-pid, with its own command line."""
 
     def __init__(self, peer: Peer, cgroup: MemoryCgroup | None) -> None:
-        self.peer = peer
-        self.cgroup = cgroup
         # gunicorn 27's control socket lives under $HOME: one home each, so peers never share it.
         self.home = tempfile.mkdtemp(prefix="fitflix-bench-home-")
-        self.env = server_env({"HOME": self.home})
-        self.process: subprocess.Popen | None = None
-        self.port: int | None = None
-        self.master_pid: int | None = None
-        self._log_chunks: list[bytes] = []
-        self._log_lock = threading.Lock()
-        self._reader: threading.Thread | None = None
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def _spawn(self) -> None:
-        command = self.command()
-        if self.cgroup is not None:
-            command = self.cgroup.wrap(command)
-        self.process = subprocess.Popen(
-            command,
-            cwd=PROJECT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        self._reader = threading.Thread(target=self._read_log, name=f"log-{self.peer.name}", daemon=True)
-        self._reader.start()
-
-    def _read_log(self) -> None:
-        for line in iter(self.process.stdout.readline, b""):
-            with self._log_lock:
-                self._log_chunks.append(line)
-
-    def log(self) -> str:
-        with self._log_lock:
-            return b"".join(self._log_chunks).decode(errors="replace")
-
-    def _alive(self) -> None:
-        if self.process.poll() is not None:
-            raise Timeout(f"{self.peer.name} exited with code {self.process.returncode}")
-
-    def _answers(self) -> bool:
-        self._alive()
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-        try:
-            connection.request("GET", "/health")
-            return connection.getresponse().status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            connection.close()
-
-    def start(self, ready_timeout_s: float = 30.0) -> PeerServer:
-        self._spawn()
-        try:
-            self._find_port(ready_timeout_s)
-            poll_until(self._answers, ready_timeout_s, "the first 200 from /health")
-        except Timeout as error:
-            self.close()
-            raise Timeout(f"{error}\n--- {self.peer.name} log ---\n{self.log()[-3000:]}") from None
-        return self
-
-    def _find_port(self, timeout_s: float) -> None:
-        raise NotImplementedError
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.cgroup is not None:
-            for pid in self.cgroup.pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            poll_until(lambda: not self.cgroup.pids(), 10, f"the cgroup of {self.peer.name} to empty")
+        super().__init__({"HOME": self.home}, app=peer.app, cgroup=cgroup)
+        self.peer = peer
 
     def close(self) -> None:
         try:
-            self.stop()
+            super().close()
         finally:
-            if self._reader is not None:
-                self._reader.join(10)
-            if self.process is not None and self.process.stdout is not None:
-                self.process.stdout.close()
             shutil.rmtree(self.home, ignore_errors=True)
 
 
 class PlainGunicorn(PeerServer):
     """`gunicorn -w N -c /dev/null`: sync workers, no preload, no hooks, no config file."""
 
-    def command(self) -> list[str]:
+    def server_command(self) -> list[str]:
         return [
             sys.executable,
             "-m",
@@ -169,19 +78,11 @@ class PlainGunicorn(PeerServer):
             self.peer.app,
         ]
 
-    def _find_port(self, timeout_s: float) -> None:
-        def listening():
-            self._alive()
-            return LISTENING.search(self.log())
-
-        match = poll_until(listening, timeout_s, "gunicorn's 'Listening at' line")
-        self.port, self.master_pid = int(match.group(1)), int(match.group(2))
-
 
 class Uwsgi(PeerServer):
     """uWSGI from PyPI: master mode, N processes, --http-socket on a free 127.0.0.1 port."""
 
-    def command(self) -> list[str]:
+    def server_command(self) -> list[str]:
         return [
             str(UWSGI),
             "--master",
@@ -212,7 +113,7 @@ class Uwsgi(PeerServer):
         self.port = free_port()  # uWSGI does not report a port it picked itself
         return super().start(ready_timeout_s)
 
-    def _find_port(self, timeout_s: float) -> None:
+    def find_port(self, timeout_s: float) -> None:
         self.master_pid = self.process.pid  # `sh -c 'exec ...'` keeps the pid
 
 

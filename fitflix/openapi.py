@@ -102,46 +102,33 @@ def _operation(summary: str, responses: dict) -> dict:
     return {"get": {"summary": summary, "responses": responses}}
 
 
+_STATUS_ONLY = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+
+
+def _probe(description: str) -> dict:
+    """A probe's answer: a status (and a reason when not ready), plain or health+json."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _STATUS_ONLY}, "application/health+json": {"schema": _HEALTH_JSON}},
+    }
+
+
 def openapi_document() -> dict:
-    status_only = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "FitFlix backend health", "version": "1.0.0"},
         "paths": {
             "/health": _operation(
                 "Render's health check: 200 whenever the process answers (status only without the token)",
-                {"200": _negotiated(status_only, "The process answers"), "401": _UNAUTHORIZED},
+                {"200": _negotiated(_STATUS_ONLY, "The process answers"), "401": _UNAUTHORIZED},
             ),
             "/health/live": _operation(
                 "Liveness: never fails on memory pressure",
-                {
-                    "200": {
-                        "description": "Alive",
-                        "content": {
-                            "application/json": {"schema": status_only},
-                            "application/health+json": {"schema": _HEALTH_JSON},
-                        },
-                    }
-                },
+                {"200": _probe("Alive")},
             ),
             "/health/ready": _operation(
                 "Readiness: 503 while this worker shuts down, or on CRITICAL when READY_FAIL_ON_CRITICAL=true",
-                {
-                    "200": {
-                        "description": "Ready",
-                        "content": {
-                            "application/json": {"schema": status_only},
-                            "application/health+json": {"schema": _HEALTH_JSON},
-                        },
-                    },
-                    "503": {
-                        "description": "Not ready",
-                        "content": {
-                            "application/json": {"schema": status_only},
-                            "application/health+json": {"schema": _HEALTH_JSON},
-                        },
-                    },
-                },
+                {"200": _probe("Ready"), "503": _probe("Not ready")},
             ),
             "/health/memory": _operation(
                 "Memory as the kernel counts it: the container, every process, recycles",

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tests.support.load import run_load
-from tests.support.server import PROJECT, server_env
+from tests.support.server import GUNICORN, run_to_exit
 from tests.support.wait import poll_until
 
 pytestmark = [pytest.mark.live]
@@ -121,14 +119,7 @@ def test_worker_count_follows_the_cgroup_limit(live_server, memory_cgroup, limit
 
 
 def test_budget_below_the_worker_baseline_is_refused_before_binding():
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=PROJECT,
-        env=server_env({"WORKER_MAX_MEMORY_MB": "16"}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_to_exit(*GUNICORN, env={"WORKER_MAX_MEMORY_MB": "16"})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "WORKER_MAX_MEMORY_MB=16" in output and "recycled after every request" in output

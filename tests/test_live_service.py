@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.support.server import PROJECT, server_env
+from tests.support.server import GUNICORN, run_to_exit
 
 pytestmark = pytest.mark.live
 
@@ -48,15 +45,7 @@ def test_banner_is_logged_once_per_start_with_the_real_port(live_server):
 
 
 def test_bad_settings_stop_the_start_before_binding():
-    env = server_env({"MAX_MEMORY_MB": "abc", "ENABLE_CLUSTERING": "maybe"})
-    result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_to_exit(*GUNICORN, env={"MAX_MEMORY_MB": "abc", "ENABLE_CLUSTERING": "maybe"})
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "MAX_MEMORY_MB='abc'" in output and "ENABLE_CLUSTERING='maybe'" in output

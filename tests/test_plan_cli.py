@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 
 import pytest
 
-from tests.support.server import PROJECT, server_env
+from tests.support.server import GUNICORN, run_to_exit
 
 ENV = {"MAX_MEMORY_MB": "1024", "ENABLE_CLUSTERING": "true", "THREADS": "6", "MAX_REQUESTS": "777"}
 
 
-def run(*command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=PROJECT, env=server_env(env), capture_output=True, text=True, timeout=60)
-
-
 def test_plan_json_and_gunicorn_print_config_agree():
-    plan = json.loads(run(sys.executable, "-m", "fitflix", "plan", "--json", env=ENV).stdout)["plan"]
-    printed = run(sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--print-config", env=ENV).stdout
+    plan = json.loads(run_to_exit(sys.executable, "-m", "fitflix", "plan", "--json", env=ENV).stdout)["plan"]
+    printed = run_to_exit(*GUNICORN, "--print-config", env=ENV).stdout
     config = dict(re.findall(r"^(\w+)\s+= (.*)$", printed, flags=re.MULTILINE))
     assert (plan["limit_mb"], plan["limit_source"], plan["workers"]) == (1024, "env", 3)
     assert config["workers"] == str(plan["workers"])
@@ -33,7 +28,7 @@ def test_plan_json_and_gunicorn_print_config_agree():
 
 
 def test_plan_table_names_every_input_and_its_source():
-    result = run(sys.executable, "-m", "fitflix", "plan", env=ENV)
+    result = run_to_exit(sys.executable, "-m", "fitflix", "plan", env=ENV)
     assert result.returncode == 0
     for row in ("limit", "CPUs", "workers", "worker budget", "worker hard cap", "max_requests", "worker baseline"):
         assert re.search(rf"^{row}\s", result.stdout, flags=re.MULTILINE), row
@@ -48,7 +43,7 @@ def test_plan_table_names_every_input_and_its_source():
     ],
 )
 def test_plan_refuses_what_the_server_would_refuse(env, code, says):
-    result = run(sys.executable, "-m", "fitflix", "plan", env=env)
+    result = run_to_exit(sys.executable, "-m", "fitflix", "plan", env=env)
     assert result.returncode == code
     assert says in result.stdout + result.stderr
     assert "Traceback" not in result.stderr

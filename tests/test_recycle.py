@@ -8,10 +8,10 @@ import pytest
 
 from fitflix.serving.recycle import (
     DATA_LIMIT_RECYCLE_FRACTION,
-    MAX_SKIPPED_REQUESTS,
-    SKIP_GROWTH_BYTES,
     KEEP,
+    MAX_SKIPPED_REQUESTS,
     RECYCLE,
+    SKIP_GROWTH_BYTES,
     URGENT,
     MonitorLogPolicy,
     WorkerLimits,

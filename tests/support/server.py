@@ -56,10 +56,13 @@ class LiveServer:
         self._log_lock = threading.Lock()
         self._reader: threading.Thread | None = None
 
-    def command(self) -> list[str]:
+    def server_command(self) -> list[str]:
+        """gunicorn with the project's gunicorn.conf.py (the benchmarks' peers start other servers)."""
         command = [self.python, "-m", "gunicorn", "-c", str(PROJECT / "gunicorn.conf.py"), *self.extra_args]
-        if self.app:
-            command.append(self.app)
+        return command + [self.app] if self.app else command
+
+    def command(self) -> list[str]:
+        command = self.server_command()
         return self.cgroup.wrap(command) if self.cgroup is not None else command
 
     def start(self, ready_timeout_s: float = 30.0) -> LiveServer:
@@ -74,8 +77,7 @@ class LiveServer:
         self._reader = threading.Thread(target=self._read_log, name="live-server-log", daemon=True)
         self._reader.start()
         try:
-            match = poll_until(self._listening, ready_timeout_s, "gunicorn's 'Listening at' line")
-            self.port, self.master_pid = int(match.group(1)), int(match.group(2))
+            self.find_port(ready_timeout_s)
             poll_until(self._answers, ready_timeout_s, "the first 200 from /health")
         except Timeout as error:
             self.stop()
@@ -91,15 +93,24 @@ class LiveServer:
         with self._log_lock:
             return b"".join(self._log_chunks).decode(errors="replace")
 
-    def _listening(self):
+    def find_port(self, timeout_s: float) -> None:
+        """The port and master pid from gunicorn's `Listening at:` line."""
+        match = poll_until(self._listening, timeout_s, "gunicorn's 'Listening at' line")
+        self.port, self.master_pid = int(match.group(1)), int(match.group(2))
+
+    def ensure_running(self) -> None:
         if self.process.poll() is not None:
-            raise Timeout(f"gunicorn exited with code {self.process.returncode}")
+            raise Timeout(f"the server exited with code {self.process.returncode}")
+
+    def _listening(self):
+        self.ensure_running()
         return LISTENING.search(self.log())
 
     def _answers(self) -> bool:
+        self.ensure_running()
         try:
             return self.request("GET", "/health", timeout_s=2)[0] == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
             return False
 
     def request(
@@ -154,3 +165,13 @@ class LiveServer:
             except ProcessLookupError:
                 pass
         poll_until(lambda: not self.cgroup.pids(), 10, "the test cgroup to empty")
+
+
+def run_to_exit(*command: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """Run `command` in the project folder with a test environment until it exits (gunicorn that must refuse)."""
+    return subprocess.run(
+        command, cwd=PROJECT, env=server_env(env), capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
+GUNICORN = (sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py")
