@@ -53,7 +53,7 @@ def register_error_handlers(app: Flask) -> None:
         from fitflix.serving import backstop
 
         backstop.trip()
-        response = _json_error(503, "Service Unavailable", json.loads(backstop.OUT_OF_MEMORY_BODY)["message"])
+        response = _json_error(503, "Service Unavailable", backstop.OUT_OF_MEMORY_MESSAGE)
         response.headers["Retry-After"] = "1"
         return response
 

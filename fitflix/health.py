@@ -24,6 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from fitflix.access import is_authorized, unauthorized
 from fitflix.memory.heap import read_heap
 from fitflix.memory.service import MemoryProbe, MemoryReport, measure_container
+from fitflix.page import render_memory_page
 from fitflix.serving.recycle import memory_status
 from fitflix.serving.sizing import MIB, Plan, make_plan
 from fitflix.serving.state import RUNTIME
@@ -81,8 +82,6 @@ def _health_json(document: dict, status_code: int) -> Response:
 
 
 def _page() -> Response:
-    from fitflix.page import render_memory_page
-
     nonce = secrets.token_urlsafe(18)
     response = Response(render_memory_page(nonce), mimetype="text/html")
     response.headers["Content-Security-Policy"] = PAGE_CSP.format(nonce=nonce)

@@ -20,12 +20,9 @@ from fitflix.memory.heap import malloc_trim
 
 _tripped = threading.Event()
 
+OUT_OF_MEMORY_MESSAGE = "This request needed more memory than a worker may use; the worker is being replaced."
 OUT_OF_MEMORY_BODY = json.dumps(
-    {
-        "error": "Service Unavailable",
-        "status": 503,
-        "message": "This request needed more memory than a worker may use; the worker is being replaced.",
-    }
+    {"error": "Service Unavailable", "status": 503, "message": OUT_OF_MEMORY_MESSAGE}
 ).encode()
 
 
