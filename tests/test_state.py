@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
-from fitflix.serving.state import REASONS, SharedState
+from fitflix.serving.state import REASONS, WORKER_SLOTS, SharedState
 
 
 def in_child(action: Callable[[], int]) -> int:
@@ -102,68 +104,77 @@ def test_memory_recycle_is_one_at_a_time_across_processes(state):
     state.release(me)
 
 
-def test_a_live_child_holding_the_slot_keeps_it_until_it_ends(state):
-    claimed_read, claimed_write = os.pipe()
+@contextmanager
+def live_child(action: Callable[[], object]) -> Iterator[int]:
+    """Fork a child that runs `action` and then stays alive until the block ends; yield its pid."""
+    done_read, done_write = os.pipe()
     go_read, go_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 99
         try:
-            os.close(claimed_read)
+            os.close(done_read)
             os.close(go_write)
-            code = 0 if state.claim_memory_recycle(os.getpid()) else 1
-            os.write(claimed_write, b"x")
-            os.read(go_read, 1)  # hold the slot, alive, until the parent has looked
+            action()
+            os.write(done_write, b"x")
+            os.read(go_read, 1)  # alive until the parent has looked
+            code = 0
         finally:
             os._exit(code)
-    os.close(claimed_write)
+    os.close(done_write)
     os.close(go_read)
     try:
-        assert os.read(claimed_read, 1) == b"x"
-
-        assert state.memory_recycle_holder() == pid
-        assert state.claim_memory_recycle(os.getpid()) is False
+        assert os.read(done_read, 1) == b"x", "the child's action failed"
+        yield pid
     finally:
         os.write(go_write, b"x")
         os.close(go_write)
-        os.close(claimed_read)
+        os.close(done_read)
         _pid, status = os.waitpid(pid, 0)
-
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_live_child_holding_the_slot_keeps_it_until_it_ends(state):
+    with live_child(lambda: state.claim_memory_recycle(os.getpid()) or sys.exit(1)) as pid:
+        assert state.memory_recycle_holder() == pid
+        assert state.claim_memory_recycle(os.getpid()) is False
+
     assert state.claim_memory_recycle(os.getpid()) is True
     state.release(os.getpid())
 
 
 def test_release_frees_the_slot_for_another_live_process(state):
-    claimed_read, claimed_write = os.pipe()
-    go_read, go_write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            os.close(claimed_read)
-            os.close(go_write)
-            state.claim_memory_recycle(os.getpid())
-            os.write(claimed_write, b"x")
-            os.read(go_read, 1)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(claimed_write)
-    os.close(go_read)
-    try:
-        assert os.read(claimed_read, 1) == b"x"
+    with live_child(lambda: state.claim_memory_recycle(os.getpid())) as pid:
         assert state.claim_memory_recycle(os.getpid()) is False
 
         state.release(pid)  # what the master does when it reaps the worker
 
         assert state.claim_memory_recycle(os.getpid()) is True
-    finally:
-        os.write(go_write, b"x")
-        os.close(go_write)
-        os.close(claimed_read)
-        os.waitpid(pid, 0)
     state.release(os.getpid())
+
+
+def test_requests_served_add_up_across_workers_and_survive_their_exit(state):
+    def serve(count: int):
+        def action():
+            slot = state.claim_worker_slot(os.getpid())
+            state.set_requests(slot, count)
+
+        return action
+
+    with live_child(serve(7)) as first, live_child(serve(5)):
+        assert state.requests_served() == 12
+        state.release(first)  # reaped: its count is kept, its slot freed
+        assert state.requests_served() == 12
+    # the second ended without being released: its slot is reused, its count kept
+    with live_child(serve(1)):
+        assert state.requests_served() == 13
+
+
+def test_worker_slots_run_out_without_an_error(state):
+    me = os.getpid()
+    slots = [state.claim_worker_slot(me) for _ in range(WORKER_SLOTS)]
+    assert sorted(slots) == list(range(WORKER_SLOTS))
+    assert state.claim_worker_slot(me) is None
 
 
 def test_guard_target_is_shared_and_released(state):

@@ -9,11 +9,11 @@ with the reason when that is not possible.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from pathlib import Path
 
 from fitflix.memory.cgroup import find_cgroup
+from tests.support.wait import poll_until
 
 MIB = 1024 * 1024
 
@@ -93,14 +93,14 @@ class MemoryCgroup:
 
     def remove(self, timeout_s: float = 10.0) -> None:
         """Remove the cgroup once its processes are gone (they are ours: the caller ended them)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def removed() -> bool:
             try:
                 self.directory.rmdir()
-                return
             except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                return True
+            except OSError:  # EBUSY: the kernel has not let go of the last process yet
+                return False
+            return True
+
+        poll_until(removed, timeout_s, f"{self.directory} to be removable")
