@@ -54,7 +54,7 @@ def test_v1_namespaced_root_path_reads_the_mount_itself(tmp_path):
     assert cgroup is not None and cgroup.version == 1
     assert cgroup.path == "/"
     assert cgroup.memory_dir == tmp_path / V1_MEMORY_MOUNT.lstrip("/")
-    memory = cgroup.read_memory()
+    memory = read_memory(cgroup)
     assert (memory.limit_bytes, memory.usage_bytes) == (256 * MIB, 64 * MIB)
 
 

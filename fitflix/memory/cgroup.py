@@ -27,9 +27,6 @@ class Cgroup:
     cpu_mount_dir: Path | None
     path: str  # the cgroup path as /proc/self/cgroup names it
 
-    def read_memory(self) -> CgroupMemory:
-        return read_memory(self)
-
 
 @dataclass(frozen=True)
 class CgroupMemory:
