@@ -10,7 +10,7 @@ from bench import peers
 from bench.load import Sample, percentile, run_clients
 from bench.report import Part, Target
 from bench.scale import Scale
-from bench.servers import Peer, mb, serving
+from bench.servers import mb, serving
 
 log = logging.getLogger("bench")
 
@@ -53,13 +53,9 @@ def run(scale: Scale) -> Part:
             "time s",
         ],
     )
-    line_up: list[Peer] = [peers.plain(APP)]
-    reason = peers.uwsgi_or_reason()
-    if reason is None:
-        line_up.append(peers.uwsgi(APP))
-    else:
+    line_up, reason = peers.all_four(APP)
+    if reason is not None:
         part.add("uwsgi", peers.LIMIT_MB, "-", "-", f"not run: {reason}", *["-"] * 7)
-    line_up += [peers.fitflix(APP), peers.fitflix_cluster(APP)]
 
     results = {}
     for peer in line_up:

@@ -60,3 +60,10 @@ def fitflix_cluster(app: str = "wsgi:app", env: dict[str, str] | None = None) ->
 
 def uwsgi_or_reason() -> str | None:
     return uwsgi_problem()
+
+
+def all_four(app: str) -> tuple[list[Peer], str | None]:
+    """plain, uwsgi (when it is installed), fitflix and fitflix-cluster on `app`; and why uwsgi is missing."""
+    reason = uwsgi_or_reason()
+    line_up = [plain(app)] + ([uwsgi(app)] if reason is None else []) + [fitflix(app), fitflix_cluster(app)]
+    return line_up, reason

@@ -12,7 +12,7 @@ from bench.leak import outcome_counts
 from bench.load import run_clients
 from bench.report import Part
 from bench.scale import Scale
-from bench.servers import Peer, mb, serving
+from bench.servers import mb, serving
 
 log = logging.getLogger("bench")
 
@@ -68,13 +68,9 @@ def run(scale: Scale) -> Part:
             "peak MB",
         ],
     )
-    line_up: list[Peer] = [peers.plain(APP)]
-    reason = peers.uwsgi_or_reason()
-    if reason is None:
-        line_up.append(peers.uwsgi(APP))
-    else:
+    line_up, reason = peers.all_four(APP)
+    if reason is not None:
         part.add("uwsgi", "-", f"not run: {reason}", *["-"] * 5)
-    line_up += [peers.fitflix(APP), peers.fitflix_cluster(APP)]
 
     for peer in line_up:
         log.info("part 4: %s", peer.name)
