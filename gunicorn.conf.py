@@ -57,6 +57,8 @@ logger_class = FitflixLogger
 on_starting = hooks.on_starting
 when_ready = hooks.when_ready
 pre_fork = hooks.pre_fork
+# TTIN/TTOU change the worker count: the per-worker budgets follow it.
+nworkers_changed = hooks.nworkers_changed
 post_fork = hooks.post_fork
 post_worker_init = hooks.post_worker_init
 pre_request = hooks.pre_request

@@ -26,7 +26,7 @@ from fitflix.memory.heap import read_heap
 from fitflix.memory.service import MemoryProbe, MemoryReport, measure_container
 from fitflix.page import render_memory_page
 from fitflix.serving.recycle import memory_status
-from fitflix.serving.sizing import MIB, Plan, make_plan
+from fitflix.serving.sizing import MIB, Plan, make_plan, resize_plan
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
 
@@ -46,8 +46,19 @@ health = Blueprint("health", __name__, url_prefix="/health")
 @dataclass
 class HealthContext:
     settings: Settings
-    plan: Plan
+    planned: Plan  # as the server started
     probe: MemoryProbe
+
+    @property
+    def plan(self) -> Plan:
+        """The plan for the worker count the master plans for now (TTIN/TTOU move it)."""
+        shared = RUNTIME.shared
+        return resize_plan(self.planned, shared.planned_workers()) if shared is not None else self.planned
+
+
+def _worker_pids() -> list[int]:
+    """The workers of this server as gunicorn knows them: each claimed a shared slot when it booted."""
+    return RUNTIME.shared.worker_pids() if RUNTIME.shared is not None else []
 
 
 def health_context(app: Flask) -> HealthContext:
@@ -56,7 +67,8 @@ def health_context(app: Flask) -> HealthContext:
     if context is None:
         settings: Settings = app.config["FITFLIX_SETTINGS"]
         plan = RUNTIME.plan if isinstance(RUNTIME.plan, Plan) else make_plan(settings, measure_container())
-        context = HealthContext(settings, plan, MemoryProbe((plan.limit_mb, plan.limit_source)))
+        probe = MemoryProbe((plan.limit_mb, plan.limit_source), worker_pids=_worker_pids)
+        context = HealthContext(settings, plan, probe)
         app.extensions["fitflix.health"] = context
     return context
 
@@ -204,6 +216,7 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             "oomKills": cgroup_memory.oom_kills,
             "usedBytes": report.used_bytes,
             "usedSource": report.used_source,
+            "neighboursBytes": report.neighbours_bytes,
         },
         "processes": [
             {

@@ -36,7 +36,7 @@ class ServiceCollector:
         yield limit
         used = GaugeMetricFamily(
             "fitflix_memory_used_bytes",
-            "Memory the status is judged on (cgroup working set, else service PSS)",
+            "Memory the status is judged on: the cgroup's working set where its limit is in force, else service PSS",
             labels=["source"],
         )
         used.add_metric([report.used_source], report.used_bytes)
@@ -65,6 +65,12 @@ class ServiceCollector:
                 "fitflix_container_memory_working_set_bytes",
                 "Cgroup usage less inactive file cache",
                 value=cgroup_memory.working_set_bytes,
+            )
+        if report.neighbours_bytes is not None:
+            yield GaugeMetricFamily(
+                "fitflix_container_neighbours_bytes",
+                "The cgroup's working set less the service's PSS: other processes, page cache, kernel memory",
+                value=report.neighbours_bytes,
             )
         if cgroup_memory.oom_kills is not None:
             yield CounterMetricFamily(

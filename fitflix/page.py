@@ -121,6 +121,7 @@ USS is what a recycle gives back.</caption>
 <dt>Charged (usage)</dt><dd id="cgroup-usage">–</dd>
 <dt>Working set</dt><dd id="working-set">–</dd>
 <dt>Counted as used</dt><dd id="used-source">–</dd>
+<dt>Not the service's (neighbours)</dt><dd id="neighbours">–</dd>
 <dt>OOM kills</dt><dd id="oom-kills">–</dd>
 <dt>Service PSS</dt><dd id="service-pss">–</dd>
 </dl>
@@ -186,6 +187,7 @@ function show(doc) {
   put("cgroup-usage", mbText(c.usageBytes));
   put("working-set", mbText(c.workingSetBytes));
   put("used-source", c.usedSource ?? "–");
+  put("neighbours", mbText(c.neighboursBytes));
   put("oom-kills", c.oomKills == null ? "–" : String(c.oomKills));
   put("service-pss", mbText(doc.servicePssBytes));
   put("updated", "Updated " + new Date(doc.timestamp).toLocaleTimeString());

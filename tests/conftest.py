@@ -14,6 +14,7 @@ from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
 from tests.fakes import MIB, make_cgroup_v1, make_meminfo, make_proc, smaps_rollup_text
 from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
+from tests.support.holder import MemoryHolder
 from tests.support.server import LiveServer
 
 REQUIRE_CGROUP = os.environ.get("FITFLIX_REQUIRE_CGROUP") == "1"
@@ -56,6 +57,21 @@ def live_server(memory_cgroup):
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def memory_holder(memory_cgroup):
+    """Start processes that hold N MB inside a test cgroup (not the service); ended at teardown, before the cgroup."""
+    holders: list[MemoryHolder] = []
+
+    def start(cgroup: MemoryCgroup, megabytes: int) -> MemoryHolder:
+        holder = MemoryHolder(cgroup, megabytes)
+        holders.append(holder)
+        return holder.start()
+
+    yield start
+    for holder in holders:
+        holder.stop()
 
 
 @pytest.fixture

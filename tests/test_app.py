@@ -88,6 +88,7 @@ def test_health_memory_figures_from_a_fake_machine(fake_machine_app):
         "oomKills": 2,
         "usedBytes": 256 * MIB,
         "usedSource": "cgroup v1 working set",
+        "neighboursBytes": (256 - 40) * MIB,  # the working set less the service's PSS
     }
     assert body["processes"] == [
         {

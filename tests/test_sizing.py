@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fitflix.serving.sizing import MASTER_RESERVE_MB, budget_problem, make_plan, resolve_limit
+from fitflix.serving.sizing import MASTER_RESERVE_MB, budget_problem, make_plan, resize_plan, resolve_limit
 from fitflix.settings import Settings
 from tests.fakes import container
 
@@ -167,8 +167,8 @@ PLANS = [
         566,
         642,
         "clustering disabled",
-        None,
-        id="MAX_MEMORY_MB wins over the cgroup",
+        "MAX_MEMORY_MB=768 is above the cgroup's own limit of 512 MB",
+        id="MAX_MEMORY_MB wins over the cgroup, with a warning",
     ),
     pytest.param(
         container(1024, 1, host_mb=8192),
@@ -307,3 +307,33 @@ def test_budget_problem_explains_a_limit_too_small_for_the_workers():
     assert "each of 16 worker(s) 22 MB" in problem
     assert "below the 30 MB" in problem
     assert "WORKER_MAX_MEMORY_MB" not in problem
+
+
+@pytest.mark.parametrize("environ", [{}, {"ENABLE_CLUSTERING": "true"}, {"MEMORY_CRITICAL_PERCENT": "95"}])
+@pytest.mark.parametrize("workers", [1, 2, 5, 9])
+def test_resized_budgets_are_those_a_plan_for_that_many_workers_would_have(environ, workers):
+    plan = make_plan(Settings.from_env(environ), container(1024, 2))
+    direct = make_plan(Settings.from_env({**environ, "WEB_CONCURRENCY": str(workers)}), container(1024, 2))
+
+    resized = resize_plan(plan, workers)
+
+    assert (resized.workers, resized.worker_budget_mb, resized.worker_hard_cap_mb) == (
+        workers,
+        direct.worker_budget_mb,
+        direct.worker_hard_cap_mb,
+    )
+    assert MASTER_RESERVE_MB + workers * resized.worker_hard_cap_mb <= 1024 * resized.critical_percent / 100
+
+
+def test_a_budget_fixed_by_worker_max_memory_mb_stays_when_workers_change():
+    plan = make_plan(Settings.from_env({"WORKER_MAX_MEMORY_MB": "100"}), container(1024, 2))
+
+    resized = resize_plan(plan, 4)
+
+    assert (resized.workers, resized.worker_budget_mb) == (4, 100)
+    assert resized.worker_hard_cap_mb == 100 + (1024 * 0.9 - 1024 * 0.8) // 4
+
+
+def test_resizing_to_no_workers_keeps_the_plan():
+    plan = make_plan(Settings(), container(512, 2))
+    assert resize_plan(plan, 0) is plan  # WINCH stops every worker; there is nothing to budget

@@ -186,3 +186,20 @@ def test_guard_target_is_shared_and_released(state):
     assert state.guard_target() == 4321
     state.release(4321)
     assert state.guard_target() == 0
+
+
+def test_workers_are_the_processes_that_claimed_a_slot_not_every_child(state):
+    def worker() -> None:
+        state.claim_worker_slot(os.getpid())
+
+    with live_child(worker) as booted, live_child(lambda: None):  # the second never claims: a re-executed master
+        assert state.worker_pids() == [booted]
+        assert in_child(lambda: 0 if state.worker_pids() == [booted] else 1) == 0
+    assert state.worker_pids() == []  # it ended without being reaped by a master: not listed
+
+
+def test_the_planned_worker_count_is_shared_with_workers(state):
+    assert state.planned_workers() == 0
+    state.set_planned_workers(3)
+
+    assert in_child(state.planned_workers) == 3

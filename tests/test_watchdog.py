@@ -8,13 +8,15 @@ import pytest
 
 from fitflix.memory.service import MemoryProbe
 from fitflix.serving import watchdog
+from fitflix.serving.recycle import GUARD_COOLDOWN_S
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import SharedState
-from fitflix.serving.watchdog import CLEANUP_SIGNAL, GUARD_COOLDOWN_S, MemoryMonitor
+from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor
 from fitflix.settings import Settings
 from tests.fakes import MIB, container, make_cgroup_v1, make_proc, smaps_rollup_text
 
 MASTER = 5000
+NEW_MASTER = 5999
 WORKER_USS_MB = {5001: 40, 5002: 90, 5003: 60}
 
 
@@ -39,16 +41,26 @@ def sent(monkeypatch):
     return signals
 
 
-def monitor_on(tmp_path, usage_mb: int, workers: dict[int, int] = WORKER_USS_MB) -> MemoryMonitor:
+def fake_machine(tmp_path, usage_mb: int, workers: dict[int, int]) -> None:
+    """A 512 MB cgroup charged `usage_mb`, a master, its workers with the given USS, and a non-worker child."""
     make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=usage_mb * MIB, inactive_file=0)
     make_proc(tmp_path, MASTER, 1, smaps_rollup=smaps_rollup_text(30 * 1024, 15 * 1024, 0, 5 * 1024))
     for pid, uss_mb in workers.items():
         make_proc(
             tmp_path, pid, MASTER, smaps_rollup=smaps_rollup_text((uss_mb + 20) * 1024, uss_mb * 1024, 0, uss_mb * 1024)
         )
+    # A master re-executed by SIGUSR2 is a child of this one, and the biggest: it is not a worker.
+    make_proc(tmp_path, NEW_MASTER, MASTER, smaps_rollup=smaps_rollup_text(200 * 1024, 150 * 1024, 0, 150 * 1024))
+
+
+def monitor_on(tmp_path, usage_mb: int, workers: dict[int, int] = WORKER_USS_MB) -> MemoryMonitor:
+    fake_machine(tmp_path, usage_mb, workers)
     plan = make_plan(Settings(), container(512, 2))
-    probe = MemoryProbe((512, "cgroup v1"), root=tmp_path, cache_s=0)
-    return MemoryMonitor(FakeServer(), plan, probe, SharedState(str(tmp_path)), log_interval_s=60, master_pid=MASTER)
+    live_workers = dict(workers)  # the arbiter's own list, as server.WORKERS
+    probe = MemoryProbe((512, "cgroup v1"), root=tmp_path, cache_s=0, worker_pids=lambda: list(live_workers))
+    monitor = MemoryMonitor(FakeServer(), plan, probe, SharedState(str(tmp_path)), log_interval_s=60, master_pid=MASTER)
+    monitor.live_workers = live_workers
+    return monitor
 
 
 def test_at_ok_it_logs_usage_and_sends_nothing(tmp_path, sent):
@@ -82,3 +94,66 @@ def test_the_guard_waits_for_its_cooldown_and_for_the_last_worker_it_asked(tmp_p
     # 5002 is still draining (still in the tree): nobody else is asked to leave meanwhile
     assert [pid for pid, signum in sent if signum == signal.SIGTERM] == [5002]
     assert monitor.server.log.lines.count(next(line for line in monitor.server.log.lines if line[0] == "critical")) == 1
+
+
+def sigterms(sent) -> list[int]:
+    return [pid for pid, signum in sent if signum == signal.SIGTERM]
+
+
+def test_a_re_executed_master_is_never_a_worker_nor_signalled(tmp_path, sent):
+    monitor = monitor_on(tmp_path, usage_mb=480)
+    monitor.tick()
+    assert NEW_MASTER not in {pid for pid, _signum in sent}
+    report = monitor.probe.report("master", MASTER)
+    assert [process.memory.pid for process in report.processes if process.role == "worker"] == sorted(WORKER_USS_MB)
+
+
+def test_no_recycle_when_the_memory_is_held_outside_the_workers(tmp_path, sent, monkeypatch):
+    """480 MB used of 512 with workers holding 15 MB: recycling them all could not reach the critical 460 MB."""
+    clock = [1000.0]
+    monkeypatch.setattr(watchdog.time, "monotonic", lambda: clock[0])
+    monitor = monitor_on(tmp_path, usage_mb=480, workers={5001: 5, 5002: 10})
+    for _ in range(30):
+        monitor.tick()
+        clock[0] += 1
+    assert sigterms(sent) == []
+    outside = [message for level, message in monitor.server.log.lines if "held outside the workers" in message]
+    assert len(outside) == 1 and "recycling cannot help" in outside[0]
+    # the cleanup signal backs off too: 5, 10, 20 s apart, not every 5 s
+    cleanups = [pid for pid, signum in sent if signum == CLEANUP_SIGNAL]
+    assert 2 <= len(cleanups) <= 2 * 3
+
+
+def test_a_recycle_that_frees_nothing_backs_off_and_is_logged_once(tmp_path, sent, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(watchdog.time, "monotonic", lambda: clock[0])
+    monitor = monitor_on(tmp_path, usage_mb=480, workers={5001: 5, 5002: 90})
+    monitor.tick()  # recycles 5002: its 90 MB could bring 480 under 460
+    assert sigterms(sent) == [5002]
+    # 5002 leaves, a fresh worker replaces it, and usage stays where it was
+    del monitor.live_workers[5002]
+    monitor.live_workers[5003] = 5
+    fake_machine(tmp_path, 480, {5001: 5, 5003: 5})
+    for _ in range(120):
+        clock[0] += 1
+        monitor.tick()
+    assert sigterms(sent) == [5002]
+    lines = [message for level, message in monitor.server.log.lines if "held outside the workers" in message]
+    assert len(lines) == 1 and "did not lower usage" in lines[0]
+    assert monitor.guard_policy.pause_s > GUARD_COOLDOWN_S
+
+
+def test_a_recycle_that_gives_memory_back_keeps_the_guard_at_its_cooldown(tmp_path, sent, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(watchdog.time, "monotonic", lambda: clock[0])
+    monitor = monitor_on(tmp_path, usage_mb=480, workers={5001: 60, 5002: 90, 5003: 5})
+    monitor.tick()
+    assert sigterms(sent) == [5002]
+    del monitor.live_workers[5002]
+    monitor.live_workers[5004] = 5
+    fake_machine(tmp_path, 475, {5001: 60, 5003: 5, 5004: 5})  # 5 MB back: still critical, and 5001 can help
+    clock[0] += GUARD_COOLDOWN_S
+    monitor.tick()
+    assert sigterms(sent) == [5002, 5001]
+    assert monitor.guard_policy.pause_s == GUARD_COOLDOWN_S
+    assert not [message for level, message in monitor.server.log.lines if "held outside" in message]

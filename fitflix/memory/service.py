@@ -4,6 +4,10 @@
 guard acts on, so both read the same figures. Whole-tree figures read smaps
 of every process (about 0.4 ms each), so a report is cached for `cache_s`: a
 flood of requests costs at most one pass per second per process.
+
+The tree is the master and the workers gunicorn itself knows (the caller
+passes their pids), never every child in /proc: during a SIGUSR2 upgrade the
+new master is a child of the old one, and it is not a worker.
 """
 
 from __future__ import annotations
@@ -11,12 +15,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fitflix.memory.cgroup import Cgroup, CgroupMemory, find_cgroup, host_memory_bytes, read_memory, usable_cpus
-from fitflix.memory.process import ProcessMemory, children_of, read_smaps_rollup
+from fitflix.memory.process import ProcessMemory, read_smaps_rollup
 from fitflix.serving.sizing import MIB, Container
 
 
@@ -36,6 +40,7 @@ class MemoryReport:
     service_pss_bytes: int
     used_bytes: int  # what the status is judged on (see `used_source`)
     used_source: str
+    neighbours_bytes: int | None  # the cgroup's working set less the service's PSS; None without a cgroup
     taken_at: float  # time.time() when measured
 
     @property
@@ -57,11 +62,37 @@ def measure_container(root: Path = Path("/")) -> Container:
     )
 
 
-def tree_pids(role: str, master_pid: int, root: Path = Path("/")) -> list[tuple[str, int]]:
-    """(role, pid) for the master and every worker, found through the master."""
+def tree_pids(role: str, master_pid: int, worker_pids: Iterable[int]) -> list[tuple[str, int]]:
+    """(role, pid) for the master and the workers gunicorn knows."""
     if role == "standalone":
         return [("standalone", os.getpid())]
-    return [("master", master_pid)] + [("worker", pid) for pid in children_of(master_pid, root)]
+    return [("master", master_pid)] + [("worker", pid) for pid in sorted(set(worker_pids)) if pid != master_pid]
+
+
+def cgroup_limit_in_force(limit_bytes: int, cgroup_memory: CgroupMemory) -> bool:
+    """Whether the cgroup's own limit is the service's limit (or tighter): then the cgroup is its container.
+
+    The plan's limit is whole MB, so a cgroup limit within a MB above it is the same limit.
+    """
+    return cgroup_memory.limit_bytes is not None and cgroup_memory.limit_bytes < limit_bytes + MIB
+
+
+def judged_usage(
+    limit_bytes: int, cgroup_memory: CgroupMemory, cgroup_version: int | None, service_pss_bytes: int
+) -> tuple[int, str, int | None]:
+    """(used bytes, which figure that is, the neighbours' share).
+
+    Where the cgroup's own limit is in force, the cgroup is the container: its
+    working set is what the kernel's OOM killer acts on, whoever holds it.
+    Elsewhere (MAX_MEMORY_MB below the cgroup's limit, a cgroup with no limit
+    such as a laptop's systemd scope, no cgroup at all) the cgroup holds other
+    processes too, and only the service's own PSS is the service's to judge.
+    """
+    working_set = cgroup_memory.working_set_bytes
+    neighbours = max(working_set - service_pss_bytes, 0) if working_set is not None else None
+    if working_set is not None and cgroup_limit_in_force(limit_bytes, cgroup_memory):
+        return working_set, f"cgroup v{cgroup_version} working set", neighbours
+    return service_pss_bytes, "service PSS", neighbours
 
 
 class MemoryProbe:
@@ -71,9 +102,11 @@ class MemoryProbe:
         root: Path = Path("/"),
         cache_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        worker_pids: Callable[[], Iterable[int]] = tuple,
     ) -> None:
-        """`limit` is (MB, where it came from), as the plan resolved it."""
+        """`limit` is (MB, where it came from), as the plan resolved it; `worker_pids` lists gunicorn's workers."""
         self.root = root
+        self.worker_pids = worker_pids
         self.cgroup = find_cgroup(root)
         self.cache_s = cache_s
         self.clock = clock
@@ -104,21 +137,18 @@ class MemoryProbe:
 
     def _measure(self, role: str, master_pid: int) -> MemoryReport:
         processes = []
-        for process_role, pid in tree_pids(role, master_pid, self.root):
+        for process_role, pid in tree_pids(role, master_pid, self.worker_pids()):
             memory = read_smaps_rollup(pid, self.root)
             if memory is not None:  # it may have ended between the listing and the read
                 processes.append(ProcessFigures(process_role, memory))
         service_pss = sum(process.memory.pss_bytes for process in processes)
         cgroup_memory = self.container_memory()
-        # The cgroup's working set is what the kernel cannot reclaim, and so
-        # what the OOM killer acts on; without a cgroup the service's own PSS
-        # is all that is ours to count (the host's other processes are not).
-        if cgroup_memory.working_set_bytes is not None:
-            used, used_source = cgroup_memory.working_set_bytes, f"cgroup v{self.cgroup.version} working set"
-        else:
-            used, used_source = service_pss, "service PSS"
+        limit_bytes = self.limit_mb * MIB
+        used, used_source, neighbours = judged_usage(
+            limit_bytes, cgroup_memory, self.cgroup.version if self.cgroup else None, service_pss
+        )
         return MemoryReport(
-            limit_bytes=self.limit_mb * MIB,
+            limit_bytes=limit_bytes,
             limit_source=self.limit_source,
             cgroup=self.cgroup,
             cgroup_memory=cgroup_memory,
@@ -126,5 +156,6 @@ class MemoryProbe:
             service_pss_bytes=service_pss,
             used_bytes=used,
             used_source=used_source,
+            neighbours_bytes=neighbours,
             taken_at=time.time(),
         )

@@ -2,7 +2,10 @@
 
 A data-segment rlimit (RLIMIT_DATA, set after fork) makes such an allocation
 fail at once with MemoryError inside that request, instead of growing the
-container into the kernel's OOM killer. Whoever catches the MemoryError (the
+container into the kernel's OOM killer. Thread stacks count as data too (8 MiB
+each by default): `start_pool_threads` starts every request thread before the
+limit is measured, so their stacks are inside it rather than room left beside
+it (room for 32 unstarted stacks let one request grow 256 MiB past the cap). Whoever catches the MemoryError (the
 Flask error handler, or `guard_wsgi` around any other WSGI app) calls
 `trip()`; the worker's post_request hook then recycles the worker.
 """
@@ -15,6 +18,7 @@ import resource
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 
 from fitflix.memory.heap import malloc_trim
 
@@ -35,6 +39,34 @@ def trip() -> None:
 
 def tripped() -> bool:
     return _tripped.is_set()
+
+
+def start_pool_threads(executor: Executor, count: int, timeout_s: float = 5.0) -> int:
+    """Make `executor` start `count` threads now; return how many distinct threads ran (at most `count`).
+
+    A ThreadPoolExecutor starts a thread per submit while none is idle: tasks
+    that wait for each other at a barrier keep every thread busy until all
+    `count` exist. Should the barrier break (a pool smaller than asked), the
+    caller leaves room for the threads that did not start.
+    """
+    barrier = threading.Barrier(count + 1, timeout=timeout_s)
+    started: set[int] = set()
+
+    def wait_for_the_others() -> None:
+        started.add(threading.get_ident())
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    tasks = [executor.submit(wait_for_the_others) for _ in range(count)]
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    for task in tasks:
+        task.result(timeout=timeout_s * 2)
+    return len(started)
 
 
 def set_data_limit(limit_bytes: int) -> None:

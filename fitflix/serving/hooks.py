@@ -18,7 +18,7 @@ from pathlib import Path
 from fitflix.memory.process import read_smaps_rollup
 from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving import backstop
-from fitflix.serving.sizing import MIB, Plan, budget_problem, make_plan
+from fitflix.serving.sizing import MIB, Plan, budget_problem, make_plan, resize_plan
 from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor, WorkerRecycler, clean_up
 from fitflix.settings import Settings, SettingsError, load_settings
@@ -61,6 +61,7 @@ def on_starting(server) -> None:
         server.log.error("FitFlix cannot start: %s", problem)
         raise SystemExit(1)
     RUNTIME.shared = SharedState(server.cfg.worker_tmp_dir)
+    RUNTIME.shared.set_planned_workers(plan.workers)
     for note in plan.notes:
         server.log.info("Plan: %s", note)
     for warning in plan.warnings:
@@ -91,15 +92,46 @@ def when_ready(server) -> None:
         )
     if not settings.memory_recycling:
         return
-    _monitor = MemoryMonitor(
-        server, plan, MemoryProbe((plan.limit_mb, plan.limit_source)), RUNTIME.shared, settings.memory_log_interval_s
-    )
+    # The workers are the arbiter's own (server.WORKERS), never every child in /proc:
+    # during a SIGUSR2 upgrade the new master is a child of this one.
+    probe = MemoryProbe((plan.limit_mb, plan.limit_source), worker_pids=lambda: list(server.WORKERS))
+    _monitor = MemoryMonitor(server, plan, probe, RUNTIME.shared, settings.memory_log_interval_s)
     _monitor.start()
 
 
 def pre_fork(server, worker) -> None:
-    """Master, right before each fork: freeze what exists so a worker's GC never touches (and unshares) it."""
+    """Master, right before each fork: freeze what exists so a worker's GC never touches (and unshares) it.
+
+    Collect first: garbage frozen here would be kept, unreachable, for the life of the server.
+    """
+    unreachable = gc.collect()
     gc.freeze()
+    server.log.debug(
+        "pre_fork: gc.collect() freed %s unreachable objects; %s frozen", unreachable, gc.get_freeze_count()
+    )
+
+
+def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
+    """Master, when TTIN/TTOU (or WINCH) change the worker count: the budgets follow the live count."""
+    plan = RUNTIME.plan
+    if old_value is None or new_value < 1 or not isinstance(plan, Plan) or RUNTIME.shared is None:
+        return  # the arbiter's own setup, or WINCH stopping every worker: nothing to re-plan
+    resized = resize_plan(plan, new_value)
+    RUNTIME.plan = resized
+    RUNTIME.shared.set_planned_workers(new_value)
+    if _monitor is not None:
+        _monitor.plan = resized
+    server.log.info(
+        "Plan: %s workers now (was %s): worker budget %sMB, hard cap %sMB",
+        new_value,
+        old_value,
+        resized.worker_budget_mb,
+        resized.worker_hard_cap_mb,
+    )
+    master = read_smaps_rollup("self")
+    problem = budget_problem(resized, master.rss_bytes / MIB if master else 0.0, resized.budget_from_env)
+    if problem:
+        server.log.warning("Plan: %s", problem)
 
 
 def post_fork(server, worker) -> None:
@@ -115,7 +147,10 @@ def post_worker_init(worker) -> None:
         if RUNTIME.shared is not None:
             _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
         if load_settings().memory_recycling:
-            _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared)
+            threads = RUNTIME.plan.threads
+            pool = getattr(worker, "tpool", None)
+            started = backstop.start_pool_threads(pool, threads) if pool is not None else 0
+            _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started)
             worker.wsgi = backstop.guard_wsgi(worker.wsgi)
             signal.signal(CLEANUP_SIGNAL, clean_up)
             signal.siginterrupt(CLEANUP_SIGNAL, False)

@@ -95,6 +95,102 @@ def guard_pick(worker_uss_bytes: dict[int, int], busy_pid: int) -> int | None:
     return max(worker_uss_bytes, key=lambda pid: (worker_uss_bytes[pid], pid))
 
 
+def reclaimable_bytes(worker_uss_bytes: dict[int, int], fresh_worker_uss_bytes: int) -> int:
+    """What recycling every worker in turn could give back: each one's private memory less a fresh worker's."""
+    return sum(max(uss - fresh_worker_uss_bytes, 0) for uss in worker_uss_bytes.values())
+
+
+# The guard's pause after it acts, doubled after each action that could not
+# help (a recycle that did not lower usage, or usage held outside the workers),
+# up to the cap; back to the first pause when a recycle gives memory back.
+GUARD_COOLDOWN_S = 5.0
+GUARD_MAX_PAUSE_S = 60.0
+# A recycle that lowered usage by less than this gave nothing back.
+GUARD_MIN_GAIN_BYTES = MIB
+
+OUTSIDE, FUTILE, EFFECTIVE = "outside", "futile", "effective"
+
+
+@dataclass(frozen=True)
+class GuardAction:
+    clean_up: bool  # send every worker the cleanup signal (gc.collect + malloc_trim)
+    target: int | None  # the worker to recycle gracefully
+    change: str | None  # OUTSIDE, FUTILE or EFFECTIVE when what the guard knows changed: log it once
+
+
+NO_ACTION = GuardAction(False, None, None)
+
+
+class GuardPolicy:
+    """What the master's guard does at CRITICAL: never recycle a worker in vain.
+
+    It recycles only when recycling the workers can bring usage back under
+    the critical level; it judges each recycle by the usage after it, and
+    after one that did not lower usage, or while the memory is held outside
+    the workers (another process in the cgroup, page cache, a new master
+    booting), it waits longer each time. It reports a change of what it
+    knows once (OUTSIDE or FUTILE, then EFFECTIVE when a recycle helps again).
+    """
+
+    def __init__(self, cooldown_s: float = GUARD_COOLDOWN_S, max_pause_s: float = GUARD_MAX_PAUSE_S) -> None:
+        self.cooldown_s = cooldown_s
+        self.max_pause_s = max_pause_s
+        self.pause_s = cooldown_s
+        self.last_act: float | None = None
+        self.used_before_recycle: int | None = None  # set while a recycle awaits its verdict
+        self.outside = False
+        self.fresh_worker_uss_bytes: int | None = None  # the smallest worker USS seen: what a new worker holds
+
+    def observe(self, worker_uss: dict[int, int]) -> None:
+        """Every sample, whatever the status: a worker seen small tells what a fresh worker holds."""
+        if worker_uss:
+            smallest = min(worker_uss.values())
+            if self.fresh_worker_uss_bytes is None or smallest < self.fresh_worker_uss_bytes:
+                self.fresh_worker_uss_bytes = smallest
+
+    def calm(self) -> None:
+        """Usage is under the critical level again: the next CRITICAL starts with the first pause."""
+        self.pause_s = self.cooldown_s
+        self.used_before_recycle = None
+
+    def _back_off(self) -> None:
+        self.pause_s = min(self.pause_s * 2, self.max_pause_s)
+
+    def _change(self, outside: bool, change: str) -> str | None:
+        if outside == self.outside:
+            return None
+        self.outside = outside
+        return change
+
+    def step(
+        self, now: float, used_bytes: int, critical_bytes: int, worker_uss: dict[int, int], busy_pid: int
+    ) -> GuardAction:
+        """The action for one CRITICAL sample; `busy_pid` is a worker already leaving (0 for none)."""
+        if self.last_act is not None and now - self.last_act < self.pause_s:
+            return NO_ACTION
+        self.last_act = now
+        if busy_pid:
+            return GuardAction(True, None, None)  # let the leaving worker go before judging anything
+        change = None
+        if self.used_before_recycle is not None:
+            gained = self.used_before_recycle - used_bytes
+            self.used_before_recycle = None
+            if gained < GUARD_MIN_GAIN_BYTES:
+                self._back_off()
+                change = self._change(True, FUTILE)
+            else:
+                self.pause_s = self.cooldown_s
+                change = self._change(False, EFFECTIVE)
+        reclaimable = reclaimable_bytes(worker_uss, self.fresh_worker_uss_bytes or 0)
+        if used_bytes - reclaimable >= critical_bytes:
+            self._back_off()
+            return GuardAction(True, None, change or self._change(True, OUTSIDE))
+        target = guard_pick(worker_uss, 0)
+        if target is not None:
+            self.used_before_recycle = used_bytes
+        return GuardAction(True, target, change)
+
+
 def memory_status(used_percent: float | None, warn_percent: int, critical_percent: int) -> str:
     """OK, WARNING or CRITICAL for a share of the limit."""
     if used_percent is None:

@@ -7,7 +7,7 @@ Nothing here reads files or the environment; `gunicorn.conf.py` and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from fitflix.settings import Settings
 
@@ -66,6 +66,7 @@ class Plan:
     graceful_timeout_s: int
     warn_percent: int
     critical_percent: int
+    budget_from_env: bool = False  # WORKER_MAX_MEMORY_MB fixed the budget; it stays when workers change
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
 
@@ -86,12 +87,17 @@ def make_plan(settings: Settings, container: Container) -> Plan:
     """Workers, threads, recycling limits and budgets for this container."""
     limit_mb, limit_source = resolve_limit(settings, container)
     critical_mb = limit_mb * settings.memory_critical_percent / 100
-    warn_mb = limit_mb * settings.memory_warn_percent / 100
     sizing_worker_mb = settings.worker_max_memory_mb or DEFAULT_WORKER_MB
     holds = max(1, math.floor((critical_mb - MASTER_RESERVE_MB) / sizing_worker_mb))
     cpu_rule = max(1, math.floor(2 * container.cpus + 1))
     notes: list[str] = []
     warnings: list[str] = []
+    cgroup_limit_mb = container.cgroup_limit_bytes // MIB if container.cgroup_limit_bytes is not None else None
+    if settings.max_memory_mb is not None and cgroup_limit_mb is not None and settings.max_memory_mb > cgroup_limit_mb:
+        warnings.append(
+            f"MAX_MEMORY_MB={settings.max_memory_mb} is above the cgroup's own limit of {cgroup_limit_mb} MB: "
+            "the kernel's OOM killer acts at the cgroup's limit, so usage is judged on the cgroup's working set"
+        )
 
     if settings.web_concurrency is not None:
         workers = settings.web_concurrency
@@ -117,14 +123,9 @@ def make_plan(settings: Settings, container: Container) -> Plan:
             f"{holds} workers of {sizing_worker_mb} MB in {critical_mb:.0f} MB) = {workers}"
         )
 
-    # Recycle gracefully before the service reaches the warning level; the
-    # hard cap (where the one-at-a-time rule and the backstop apply) is the
-    # worker's share of the room up to the critical level.
-    if settings.worker_max_memory_mb is not None:
-        budget_mb = settings.worker_max_memory_mb
-    else:
-        budget_mb = math.floor((warn_mb - MASTER_RESERVE_MB) / workers)
-    hard_cap_mb = budget_mb + math.floor((critical_mb - warn_mb) / workers)
+    budget_mb, hard_cap_mb = worker_budgets(
+        limit_mb, settings.memory_warn_percent, settings.memory_critical_percent, workers, settings.worker_max_memory_mb
+    )
     room_mb = critical_mb - MASTER_RESERVE_MB
     if settings.worker_max_memory_mb is not None and workers * budget_mb > room_mb:
         warnings.append(
@@ -152,9 +153,40 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         graceful_timeout_s=GRACEFUL_TIMEOUT_S,
         warn_percent=settings.memory_warn_percent,
         critical_percent=settings.memory_critical_percent,
+        budget_from_env=settings.worker_max_memory_mb is not None,
         notes=tuple(notes),
         warnings=tuple(warnings),
     )
+
+
+def worker_budgets(
+    limit_mb: int, warn_percent: int, critical_percent: int, workers: int, fixed_budget_mb: int | None
+) -> tuple[int, int]:
+    """(budget, hard cap) of each of `workers` workers, in MB.
+
+    Recycle gracefully before the service reaches the warning level; the hard
+    cap (where the one-at-a-time rule and the backstop apply) is the worker's
+    share of the room up to the critical level, so the master's reserve plus
+    every worker at its hard cap stays at the critical level, under the limit.
+    """
+    critical_mb = limit_mb * critical_percent / 100
+    warn_mb = limit_mb * warn_percent / 100
+    budget_mb = fixed_budget_mb if fixed_budget_mb is not None else math.floor((warn_mb - MASTER_RESERVE_MB) / workers)
+    return budget_mb, budget_mb + math.floor((critical_mb - warn_mb) / workers)
+
+
+def resize_plan(plan: Plan, workers: int) -> Plan:
+    """The plan for `workers` live workers (after TTIN/TTOU): budgets follow the count, nothing else moves."""
+    if workers < 1 or workers == plan.workers:
+        return plan
+    budget_mb, hard_cap_mb = worker_budgets(
+        plan.limit_mb,
+        plan.warn_percent,
+        plan.critical_percent,
+        workers,
+        plan.worker_budget_mb if plan.budget_from_env else None,
+    )
+    return replace(plan, workers=workers, worker_budget_mb=budget_mb, worker_hard_cap_mb=hard_cap_mb)
 
 
 def budget_problem(plan: Plan, baseline_mb: float, budget_from_env: bool) -> str | None:

@@ -3,7 +3,8 @@
 `SharedState` is one page of shared memory made by the master before the
 first fork, so every worker inherits it: recycle counts by reason, the pid of
 the worker now recycling for memory (one at a time), the pid the guard asked
-to leave, and requests served. Writers hold a POSIX record lock (per
+to leave, the worker count the budgets are planned for (it follows TTIN and
+TTOU), the pids of the workers that booted, and requests served. Writers hold a POSIX record lock (per
 process) and a thread lock (per thread); readers take a torn-free copy under
 the same locks. The one write on every request, a worker's own request
 count, goes to a slot only that worker writes, without a lock.
@@ -23,9 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
-# counts by reason, memory-recycling pid, guard target pid, requests of workers gone
-_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQ")
-_RECYCLING, _GUARD_TARGET, _RETIRED = len(REASONS), len(REASONS) + 1, len(REASONS) + 2
+# counts by reason, memory-recycling pid, guard target pid, requests of workers gone, planned workers
+_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq")
+_RECYCLING, _GUARD_TARGET, _RETIRED, _PLANNED = (len(REASONS) + offset for offset in range(4))
+_PLANNED_OFFSET = _PLANNED * 8
 _SLOT = struct.Struct("<qQ")  # worker pid, requests it has served
 WORKER_SLOTS = 64
 
@@ -101,6 +103,24 @@ class SharedState:
                     _SLOT.pack_into(self._map, _slot_offset(index), pid, 0)
                     return index
         return None
+
+    def worker_pids(self) -> list[int]:
+        """The live workers of this server: each claimed its slot after it booted, and only a worker does.
+
+        A master re-executed by SIGUSR2 is a child of this one but never
+        claims a slot, so it is never counted or signalled as a worker.
+        """
+        with self._locked():
+            holders = [_SLOT.unpack_from(self._map, _slot_offset(index))[0] for index in range(WORKER_SLOTS)]
+        return sorted(pid for pid in holders if pid and _alive(pid))
+
+    def set_planned_workers(self, workers: int) -> None:
+        with self._locked() as fields:
+            fields[_PLANNED] = workers
+
+    def planned_workers(self) -> int:
+        """The worker count the budgets are planned for; 0 until the master sets it (no lock: read on every request)."""
+        return int.from_bytes(self._map[_PLANNED_OFFSET : _PLANNED_OFFSET + 8], "little", signed=True)
 
     def set_requests(self, index: int, served: int) -> None:
         """The worker's own count, written by that worker alone (no lock: one aligned 8-byte store)."""

@@ -20,30 +20,28 @@ from fitflix.memory.process import StatmReader, read_smaps_rollup
 from fitflix.memory.service import MemoryProbe
 from fitflix.serving import backstop
 from fitflix.serving.recycle import (
+    EFFECTIVE,
+    FUTILE,
     KEEP,
     RECYCLE,
     URGENT,
+    GuardPolicy,
     MonitorLogPolicy,
     WorkerLimits,
     backstop_data_limit,
     draw_threshold,
-    guard_pick,
     hung_requests,
     memory_status,
     memory_verdict,
     needs_exact_check,
     requests_to_skip,
 )
-from fitflix.serving.sizing import MIB, Plan
+from fitflix.serving.sizing import MIB, Plan, resize_plan
 from fitflix.serving.state import SharedState
 
 # The signal the master sends a worker to run gc.collect() and malloc_trim(0).
 # gunicorn's workers leave SIGURG alone, and its default action is to ignore it.
 CLEANUP_SIGNAL = signal.SIGURG
-
-# After the guard recycles a worker, it waits this long before it picks
-# another: the replacement needs a moment to boot and the usage to settle.
-GUARD_COOLDOWN_S = 5.0
 
 # smaps_rollup costs about 0.4 ms: a worker reads its own at most this often.
 USS_READ_INTERVAL_S = 1.0
@@ -62,7 +60,10 @@ def _mb(value: int | None) -> str:
 class WorkerRecycler:
     """One per worker: watches its memory after each request and leaves when it must."""
 
-    def __init__(self, worker, plan: Plan, shared: SharedState | None, root: Path = Path("/")) -> None:
+    def __init__(
+        self, worker, plan: Plan, shared: SharedState | None, root: Path = Path("/"), unstarted_threads: int = 0
+    ) -> None:
+        """`unstarted_threads`: request threads not started yet, whose stacks the data limit must leave room for."""
         self.worker = worker
         self.plan = plan
         self.shared = shared
@@ -70,20 +71,14 @@ class WorkerRecycler:
         self.pid = os.getpid()
         self.started = time.monotonic()
         self.statm = StatmReader(root)
-        rss, data = self.statm.read()
+        rss, _data = self.statm.read()
         uss = self._read_uss() or rss
         self.last_uss = (self.started, uss, rss)
-        hard_cap = plan.worker_hard_cap_mb * MIB
         stack_bytes = resource.getrlimit(resource.RLIMIT_STACK)[0]
         if stack_bytes == resource.RLIM_INFINITY:
             stack_bytes = 8 * MIB
-        data_limit = backstop_data_limit(data, uss, hard_cap, plan.threads * stack_bytes)
-        backstop.set_data_limit(data_limit)
-        self.limits = WorkerLimits(
-            threshold_bytes=draw_threshold(plan.worker_budget_mb, random.Random()),
-            hard_cap_bytes=hard_cap,
-            data_limit_bytes=data_limit,
-        )
+        self.stack_allowance_bytes = unstarted_threads * stack_bytes
+        self.threshold_seed = random.random()  # this worker's draw, kept when the budgets change
         self.reason: str | None = None
         self.figures: tuple[int, int] | None = None  # (rss, uss) when the decision was made
         self._unread = 0  # requests that may still pass before the next statm read
@@ -91,8 +86,43 @@ class WorkerRecycler:
         self._exit_lock = threading.Lock()
         self._exited = False
         self._stopping = threading.Event()
+        # Started before the data limit is measured, so its stack is already counted in it.
         self._timeout_watch = threading.Thread(target=self._watch_timeouts, name="fitflix-request-timeout", daemon=True)
         self._timeout_watch.start()
+        self.apply_plan(plan)
+
+    def apply_plan(self, plan: Plan) -> None:
+        """Set this worker's threshold, hard cap and data-segment limit for `plan`.
+
+        At boot, and again when TTIN/TTOU change the worker count: the
+        limit is measured from what the worker holds now, so a lower hard cap
+        lowers the room left and a higher one raises it.
+        """
+        rss, data = self.statm.read()
+        uss = self._read_uss() or rss
+        hard_cap = plan.worker_hard_cap_mb * MIB
+        data_limit = backstop_data_limit(data, uss, hard_cap, self.stack_allowance_bytes)
+        backstop.set_data_limit(data_limit)
+        self.plan = plan
+        self.limits = WorkerLimits(
+            threshold_bytes=draw_threshold(plan.worker_budget_mb, random.Random(self.threshold_seed)),
+            hard_cap_bytes=hard_cap,
+            data_limit_bytes=data_limit,
+        )
+        self._unread = 0
+
+    def follow_planned_workers(self) -> None:
+        """Adopt the budgets of the worker count the master now plans for (it follows TTIN/TTOU)."""
+        planned = self.shared.planned_workers() if self.shared is not None else 0
+        if planned and planned != self.plan.workers:
+            self.apply_plan(resize_plan(self.plan, planned))
+            self.worker.log.info(
+                "Worker %s: budgets for %s workers: budget %sMB, hard cap %sMB",
+                self.pid,
+                planned,
+                self.plan.worker_budget_mb,
+                self.plan.worker_hard_cap_mb,
+            )
 
     def _read_uss(self) -> int | None:
         memory = read_smaps_rollup("self", self.root)
@@ -116,6 +146,7 @@ class WorkerRecycler:
         self._in_flight.pop(threading.get_ident(), None)
         if self.reason is not None:
             return
+        self.follow_planned_workers()
         if backstop.tripped():
             rss, _data = self.statm.read()
             self.leave("backstop", rss, self._read_uss() or rss)
@@ -249,7 +280,7 @@ class MemoryMonitor(threading.Thread):
         self.shared = shared
         self.policy = MonitorLogPolicy(log_interval_s)
         self.stopping = threading.Event()
-        self.last_guard: float | None = None
+        self.guard_policy = GuardPolicy()
         self.guard_pid = 0
 
     def run(self) -> None:
@@ -267,10 +298,15 @@ class MemoryMonitor(threading.Thread):
         report = self.probe.report("master", self.master_pid)
         status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
         log_usage, log_alert = self.policy.step(now, status)
-        workers = [process for process in report.processes if process.role == "worker"]
+        worker_uss = {
+            process.memory.pid: process.memory.uss_bytes for process in report.processes if process.role == "worker"
+        }
+        self.guard_policy.observe(worker_uss)
+        neighbours = "" if report.neighbours_bytes is None else f"; neighbours {_mb(report.neighbours_bytes)}MB"
         summary = (
             f"{_mb(report.used_bytes)}MB of {report.limit_bytes // MIB}MB ({report.used_percent:.0f}%, "
-            f"{report.used_source}); service PSS {_mb(report.service_pss_bytes)}MB over {len(workers)} worker(s)"
+            f"{report.used_source}); service PSS {_mb(report.service_pss_bytes)}MB over {len(worker_uss)} worker(s)"
+            f"{neighbours}"
         )
         if log_usage:
             self.server.log.info("Memory usage: %s", summary)
@@ -282,28 +318,45 @@ class MemoryMonitor(threading.Thread):
             else:
                 self.server.log.info("Memory back to OK: %s", summary)
         if status == "CRITICAL":
-            self.guard({process.memory.pid: process.memory.uss_bytes for process in workers}, now)
+            self.guard(
+                report.used_bytes, report.limit_bytes * self.plan.critical_percent // 100, worker_uss, now, summary
+            )
+        else:
+            self.guard_policy.calm()
 
-    def guard(self, worker_uss: dict[int, int], now: float) -> None:
-        """Ask every worker to clean up, and recycle the one holding the most private memory."""
-        if self.last_guard is not None and now - self.last_guard < GUARD_COOLDOWN_S:
-            return
-        for pid in worker_uss:
-            _signal(pid, CLEANUP_SIGNAL)
+    def guard(self, used_bytes: int, critical_bytes: int, worker_uss: dict[int, int], now: float, summary: str) -> None:
+        """Ask every worker to clean up, and recycle the one holding the most private memory when that can help."""
         busy = self.shared.memory_recycle_holder() if self.shared else 0
         if not busy and self.guard_pid and self.guard_pid in worker_uss:
             busy = self.guard_pid  # the last one the guard asked to leave is still draining
-        target = guard_pick(worker_uss, busy)
-        self.last_guard = now
-        if target is None:
+        action = self.guard_policy.step(now, used_bytes, critical_bytes, worker_uss, busy)
+        if action.clean_up:
+            for pid in worker_uss:
+                _signal(pid, CLEANUP_SIGNAL)
+        if action.change == EFFECTIVE:
+            self.server.log.info("Memory guard: the last recycle gave memory back; the guard acts again: %s", summary)
+        elif action.change is not None:
+            what = "the last recycle did not lower usage" if action.change == FUTILE else "recycling cannot help"
+            self.server.log.warning(
+                "Memory guard: %s; the memory is held outside the workers (their private memory is %sMB, "
+                "critical level %sMB): no worker is recycled for it, next look in %.0fs: %s",
+                what,
+                _mb(sum(worker_uss.values())),
+                _mb(critical_bytes),
+                self.guard_policy.pause_s,
+                summary,
+            )
+        if action.target is None:
             return
-        self.guard_pid = target
+        self.guard_pid = action.target
         if self.shared is not None:
-            self.shared.mark_guard_target(target)
+            self.shared.mark_guard_target(action.target)
         self.server.log.warning(
-            "Memory guard: recycling worker %s (uss=%sMB, the most private memory)", target, _mb(worker_uss[target])
+            "Memory guard: recycling worker %s (uss=%sMB, the most private memory)",
+            action.target,
+            _mb(worker_uss[action.target]),
         )
-        _signal(target, signal.SIGTERM)  # gunicorn's graceful stop for one worker
+        _signal(action.target, signal.SIGTERM)  # gunicorn's graceful stop for one worker
 
 
 def _signal(pid: int, signum: int) -> None:

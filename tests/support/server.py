@@ -57,8 +57,15 @@ class LiveServer:
         self._reader: threading.Thread | None = None
 
     def server_command(self) -> list[str]:
-        """gunicorn with the project's gunicorn.conf.py (the benchmarks' peers start other servers)."""
-        command = [self.python, "-m", "gunicorn", "-c", str(PROJECT / "gunicorn.conf.py"), *self.extra_args]
+        """gunicorn with the project's gunicorn.conf.py (the benchmarks' peers start other servers).
+
+        The `gunicorn` command, as the Procfile has it: under `python -m gunicorn` a SIGUSR2
+        upgrade re-executes gunicorn/__main__.py as a script, whose folder then shadows the
+        standard library's `http` and the new master dies on its first import of http.server.
+        """
+        script = Path(self.python).with_name("gunicorn")
+        launcher = [str(script)] if script.exists() else [self.python, "-m", "gunicorn"]
+        command = [*launcher, "-c", str(PROJECT / "gunicorn.conf.py"), *self.extra_args]
         return command + [self.app] if self.app else command
 
     def command(self) -> list[str]:

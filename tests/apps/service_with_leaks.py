@@ -1,0 +1,18 @@
+"""The FitFlix app with the leaky test routes in front: a user's own routes beside /health.
+
+/leak, /spike and /sleep go to `tests.apps.leaky`; everything else (the
+health endpoints, /metrics) to the FitFlix app from `wsgi.py`.
+"""
+
+from __future__ import annotations
+
+from tests.apps import leaky
+from wsgi import app as service
+
+LEAKY_PATHS = frozenset({"/leak", "/spike", "/sleep"})
+
+
+def app(environ, start_response):
+    if environ.get("PATH_INFO") in LEAKY_PATHS:
+        return leaky.app(environ, start_response)
+    return service(environ, start_response)
