@@ -1,4 +1,4 @@
-"""Run every benchmark: `.venv/bin/python -m bench` (about 15-20 min on 2 cores), `--quick` (about 3).
+"""Run every benchmark: `.venv/bin/python -m bench` (about 20-25 min on 2 cores), `--quick` (about 4).
 
 Prints one table per part as it goes and, for a full run of every part,
 writes BENCHMARKS.md (the command, the date, the core count, each target met
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import concurrency, footprint, health_cost, leak, overhead, recycle, spike
+from bench import concurrency, footprint, health_cost, leak, neighbours, overhead, recycle, spike, spike_sweep
 from bench.load import wrk_path
 from bench.report import Part, markdown, text_table
 from bench.scale import FULL, QUICK
@@ -30,14 +30,26 @@ from bench.servers import install_signal_handlers, stop_everything, uwsgi_proble
 from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
 from tests.support.server import PROJECT
 
-PARTS = {1: footprint, 2: overhead, 3: leak, 4: spike, 5: recycle, 6: concurrency, 7: health_cost}
+PARTS = {
+    1: footprint,
+    2: overhead,
+    3: leak,
+    4: spike,
+    5: recycle,
+    6: concurrency,
+    7: health_cost,
+    8: spike_sweep,
+    9: neighbours,
+}
 log = logging.getLogger("bench")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 3 minutes)")
-    parser.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma-separated part numbers (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (about 4 minutes)")
+    parser.add_argument(
+        "--parts", default=",".join(map(str, PARTS)), help="comma-separated part numbers (default: all)"
+    )
     parser.add_argument("--output", type=Path, help="write the markdown here (default: BENCHMARKS.md on a full run)")
     return parser.parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""How big each part runs: the full run (about 15-20 minutes on 2 cores) or --quick (about 3)."""
+"""How big each part runs: the full run (about 20-25 minutes on 2 cores) or --quick (about 4)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ class Scale:
     recycle_time_limit_s: float
     concurrency_rounds: int
     concurrency_run_s: float
+    spike_sweep_threads: tuple[int, ...]  # THREADS values of the spike sweep (part 8)
+    spike_sweep_time_limit_s: float  # the whole sweep; peers not reached by then are reported as not run
+    neighbours_load_s: float  # light load on /health while a neighbour holds memory (part 9)
 
 
 FULL = Scale(
@@ -34,6 +37,9 @@ FULL = Scale(
     recycle_time_limit_s=120,
     concurrency_rounds=3,
     concurrency_run_s=10,
+    spike_sweep_threads=(1, 8, 32),
+    spike_sweep_time_limit_s=300,
+    neighbours_load_s=20,
 )
 
 QUICK = Scale(
@@ -49,4 +55,7 @@ QUICK = Scale(
     recycle_time_limit_s=40,
     concurrency_rounds=1,
     concurrency_run_s=4,
+    spike_sweep_threads=(8,),
+    spike_sweep_time_limit_s=120,
+    neighbours_load_s=8,
 )
