@@ -199,3 +199,19 @@ def test_ttin_and_ttou_move_the_budgets_with_the_worker_count(live_server, memor
     back = server.get_json("/health/memory")[1]
     assert (back["thresholds"]["workerBudgetMb"], back["clustering"]["plannedWorkers"]) == (361, 1)
     assert cgroup.oom_kills() == 0
+
+
+@pytest.mark.parametrize(
+    "flags", [("--threads", "2"), ("-k", "sync", "--threads", "1")], ids=["threads-flag", "sync-worker"]
+)
+def test_a_flag_that_overrides_the_plans_threads_keeps_the_hard_cap_exact(live_server, memory_cgroup, flags):
+    """The pool is gunicorn's size, not the plan's: no room is left for stacks that will never exist."""
+    cgroup = memory_cgroup(256)
+    server = live_server(app=SERVICE_WITH_LEAKS, cgroup=cgroup, extra_args=flags)
+    hard_cap_mb = server.get_json("/health/memory")[1]["thresholds"]["workerHardCapMb"]
+
+    assert server.request("GET", f"/spike?mb={hard_cap_mb * 9 // 10}", timeout_s=60)[0] == 200
+    poll_until(lambda: answers(server), 10, "a 200 after the spike")
+    assert server.request("GET", f"/spike?mb={hard_cap_mb + 16}", timeout_s=60)[0] == 503
+    assert "Memory recycling is off" not in server.log()
+    assert cgroup.oom_kills() == 0

@@ -147,9 +147,11 @@ def post_worker_init(worker) -> None:
         if RUNTIME.shared is not None:
             _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
         if load_settings().memory_recycling:
-            threads = RUNTIME.plan.threads
+            # gthread's pool, sized by gunicorn's own setting (a --threads flag overrides the plan);
+            # a sync worker serves on its main thread and has no pool.
             pool = getattr(worker, "tpool", None)
-            started = backstop.start_pool_threads(pool, threads) if pool is not None else 0
+            threads = worker.cfg.threads if pool is not None else 0
+            started = backstop.start_pool_threads(pool, threads) if threads else 0
             _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started)
             worker.wsgi = backstop.guard_wsgi(worker.wsgi)
             signal.signal(CLEANUP_SIGNAL, clean_up)
