@@ -99,7 +99,7 @@ class WorkerRecycler:
         lowers the room left and a higher one raises it.
         """
         rss, data = self.statm.read()
-        uss = self._read_uss() or rss
+        uss = self._uss_now(time.monotonic(), rss)  # at boot, the USS just read in __init__
         hard_cap = plan.worker_hard_cap_mb * MIB
         data_limit = backstop_data_limit(data, uss, hard_cap, self.stack_allowance_bytes)
         backstop.set_data_limit(data_limit)
