@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from fitflix.settings import Settings, load_settings
@@ -14,6 +14,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; `settings` defaults to the process environment (and `.env`)."""
     settings = settings or load_settings()
     app = Flask(__name__)
+    # /health//memory is a 404, not a 308 whose Location is built from the Host header.
+    app.url_map.merge_slashes = False
     # Never debug mode, whatever FLASK_DEBUG says: it would serve tracebacks.
     app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, TRAP_HTTP_EXCEPTIONS=False)
     app.config["FITFLIX_SETTINGS"] = settings
@@ -75,6 +77,11 @@ SECURITY_HEADERS = {
 def register_response_headers(app: Flask) -> None:
     @app.after_request
     def headers(response: Response) -> Response:
+        if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+            # Flask's automatic OPTIONS answer is an empty text/html: say the same in JSON.
+            allowed = sorted(response.allow)
+            response.set_data(json.dumps({"allow": allowed}))
+            response.content_type = "application/json"
         # Health figures change every second: no browser or proxy may keep one.
         response.headers["Cache-Control"] = "no-store"
         for name, value in SECURITY_HEADERS.items():

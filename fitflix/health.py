@@ -115,8 +115,10 @@ def service_health():
     context = health_context(current_app)
     shown = is_authorized(request, context.settings.health_token)
     wanted = _negotiated()
-    if wanted == HTML:
-        return _varies(_page() if shown else unauthorized())
+    if wanted == HTML and shown:
+        return _varies(_page())
+    # Public stays public: a browser or an uptime checker sending browser headers
+    # without the token gets the public status as JSON, never a login prompt.
     if wanted == HEALTH_JSON:
         document = {"status": "pass", "serviceId": SERVICE_NAME}
         if shown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from urllib.parse import quote, quote_plus
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -114,10 +115,17 @@ def guarded():
     return create_app(Settings(max_memory_mb=512, health_token=TOKEN)).test_client()
 
 
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("accept", [None, "application/json", "text/html", BROWSER_ACCEPT])
 @pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready"])
-def test_probes_stay_public_with_status_only(guarded, path):
-    response = guarded.get(path)
+def test_probes_stay_public_with_status_only_whatever_the_accept_header(guarded, path, accept):
+    """An uptime checker that sends a browser's headers must not see a login prompt and call the service down."""
+    response = guarded.get(path, headers={"Accept": accept} if accept else {})
     assert response.status_code == 200
+    assert "WWW-Authenticate" not in response.headers
+    assert response.content_type == "application/json"
     assert set(response.get_json()) <= {"status"}
 
 
@@ -127,7 +135,6 @@ def test_probes_stay_public_with_status_only(guarded, path):
         ("/health/memory", "application/json"),
         ("/health/memory", HEALTH_JSON),
         ("/health/memory", "text/html"),
-        ("/health", "text/html"),
         ("/metrics", "*/*"),
     ],
 )
@@ -259,3 +266,56 @@ def test_one_warning_at_start_when_details_are_public(live_server, token, warned
     log = server.log()
     assert log.count("HEALTH_TOKEN is not set") == (1 if warned else 0)
     assert TOKEN not in log
+
+
+# A token whose URL-encoded form differs from it: both must stay out of the logs.
+ODD_TOKEN = "s3cret+token/with=odd&chars!"
+
+
+def _ways_to_send(token: str) -> list[tuple[str, dict]]:
+    """(path, headers): every way a client may put the token in a request."""
+    encoded = quote(token, safe="")
+    return [
+        ("/health/memory", {"Authorization": f"Bearer {token}"}),
+        ("/health/memory", _basic(token)),  # the password, as documented
+        ("/health/memory", _basic("", user=token)),  # the user name: curl -u "$HEALTH_TOKEN:"
+        ("/health/memory", {"Authorization": "Basic " + base64.b64encode(f"{token}:{token}".encode()).decode()}),
+        (f"/health/memory?token={encoded}", {}),
+        (f"/metrics?access_token={encoded}&a=1", {}),
+        (f"/health?{encoded}", {"Referer": f"https://dash.example/?key={encoded}"}),
+        (f"/nowhere?api_key={encoded}", {"Authorization": f"Bearer {token}"}),
+    ]
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_log_line_carries_the_token(live_server, log_format):
+    server = live_server({"HEALTH_TOKEN": ODD_TOKEN, "LOG_FORMAT": log_format, "LOG_LEVEL": "debug"})
+    ways = _ways_to_send(ODD_TOKEN)
+    for path, headers in ways:
+        server.request("GET", path, headers=headers)
+    poll_until(lambda: server.log().count("/nowhere") >= 1, 5, "the last access line")
+    log = server.log()
+    for form in {ODD_TOKEN, quote(ODD_TOKEN, safe=""), quote_plus(ODD_TOKEN)}:
+        assert form not in log
+    access_lines = [line for line in log.splitlines() if "/health/memory" in line or "/metrics" in line]
+    assert len(access_lines) >= 5  # the requests were logged, only without the secret
+    assert "[redacted]" in log
+
+
+def test_a_doubled_slash_is_a_json_404_not_a_redirect_built_from_host(client):
+    response = client.get("/health//memory", headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+    assert response.get_json()["status"] == 404
+
+
+@pytest.mark.parametrize(("path", "allowed"), [("/health", ["GET", "HEAD", "OPTIONS"]), ("/metrics", None)])
+def test_options_answers_json_with_allow(client, path, allowed):
+    response = client.options(path)
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    assert response.get_json()["allow"] == sorted(response.allow)
+    assert "GET" in response.allow
+    if allowed is not None:
+        assert sorted(response.allow) == allowed
