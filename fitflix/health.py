@@ -200,7 +200,8 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             "limitSource": report.limit_source,
         },
         "clustering": {
-            "enabled": plan.clustering,
+            # As the start banner says it: more than one worker process, however that came about.
+            "enabled": plan.workers > 1,
             "isWorker": RUNTIME.role == "worker",
             "workerId": os.getpid(),
             "workers": sum(1 for process in report.processes if process.role == "worker") or plan.workers,

@@ -116,6 +116,9 @@ def test_worker_count_follows_the_cgroup_limit(live_server, memory_cgroup, limit
     status, memory = server.get_json("/health/memory")
     assert memory["clustering"]["plannedWorkers"] == workers
     assert memory["memory"]["limitSource"].startswith("cgroup")
+    # one truth: the banner and the JSON agree on whether the service runs as a cluster
+    banner_says = "Clustering: Enabled" in server.log()
+    assert banner_says is memory["clustering"]["enabled"] is (workers > 1)
 
 
 def test_budget_below_the_worker_baseline_is_refused_before_binding():
