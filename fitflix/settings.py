@@ -8,6 +8,7 @@ a default silently; a default applies only when the variable is unset.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,13 +21,11 @@ LOG_FORMATS = ("text", "json")
 
 
 class SettingsError(ValueError):
-    """Every bad environment value, one problem per line."""
+    """Every bad environment value (or every problem of the .env file), one problem per line."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], what: str = "bad environment value(s)") -> None:
         self.problems = problems
-        super().__init__(
-            "FitFlix cannot start: bad environment value(s):\n" + "\n".join(f"  {problem}" for problem in problems)
-        )
+        super().__init__(f"FitFlix cannot start: {what}:\n" + "\n".join(f"  {problem}" for problem in problems))
 
 
 @dataclass(frozen=True)
@@ -188,6 +187,36 @@ class _Reader:
         return self._parse(name, default, "a host name or address to bind", str)
 
 
+def dotenv_problems(path: Path) -> list[str]:
+    """What keeps the .env at `path` from being read whole; [] when it is fine or absent.
+
+    A line python-dotenv cannot parse would be skipped with a warning and the
+    service would start on defaults (public figures, say): fail closed
+    instead. No value is ever echoed: a .env holds secrets.
+    """
+    if not os.path.lexists(path):
+        return []
+    if not path.is_file():
+        return [f"{path}: not a regular file (a folder, or a link to nothing); expected a file of KEY=value lines"]
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        return [f"{path}: cannot be read ({error.strerror})"]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        return [f"{path} line {line}: not UTF-8 text (byte {error.start}); save the file as UTF-8"]
+    from dotenv.parser import parse_stream
+
+    return [
+        f"{path} line {binding.original.line}: cannot be parsed; expected KEY=value "
+        "(an '=' missing, or a quote left open)"
+        for binding in parse_stream(io.StringIO(text))
+        if binding.error
+    ]
+
+
 _loaded: Settings | None = None
 
 
@@ -195,9 +224,13 @@ def load_settings(dotenv_path: Path | None = None) -> Settings:
     """Read `.env` (real environment variables win) and the environment, once per process."""
     global _loaded
     if _loaded is None:
-        if dotenv_path is not None and dotenv_path.is_file():
-            from dotenv import load_dotenv
+        if dotenv_path is not None:
+            problems = dotenv_problems(dotenv_path)
+            if problems:
+                raise SettingsError(problems, "the .env file cannot be used")
+            if dotenv_path.is_file():
+                from dotenv import load_dotenv
 
-            load_dotenv(dotenv_path, override=False)
+                load_dotenv(dotenv_path, override=False)
         _loaded = Settings.from_env(os.environ)
     return _loaded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.server import GUNICORN, run_to_exit
+from tests.support.server import GUNICORN, project_copy, run_to_exit
 
 pytestmark = pytest.mark.live
 
@@ -51,6 +51,31 @@ def test_bad_settings_stop_the_start_before_binding():
     assert "MAX_MEMORY_MB='abc'" in output and "ENABLE_CLUSTERING='maybe'" in output
     assert "Traceback" not in output
     assert "Listening at" not in output
+
+
+@pytest.mark.parametrize(
+    ("dotenv", "expected"),
+    [
+        (b'MAX_MEMORY_MB=256\nHEALTH_TOKEN="never-echo-this-secret\n', "line 2: cannot be parsed"),
+        (b"HEALTH_TOKEN never-echo-this-secret\n", "line 1: cannot be parsed"),
+        (b"HEALTH_TOKEN=never-echo-this-secret\xff\n", "line 1: not UTF-8"),
+        (None, "not a regular file"),
+    ],
+    ids=["unterminated-quote", "no-equals", "not-utf-8", "a-folder"],
+)
+def test_a_bad_dotenv_stops_the_start_before_binding(tmp_path, dotenv, expected):
+    project = project_copy(tmp_path)
+    if dotenv is None:
+        (project / ".env").mkdir()
+    else:
+        (project / ".env").write_bytes(dotenv)
+    result = run_to_exit(*GUNICORN, cwd=project)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "FitFlix cannot start: the .env file cannot be used" in output and expected in output
+    assert str(project / ".env") in output
+    assert "never-echo-this-secret" not in output
+    assert "Traceback" not in output and "Listening at" not in output
 
 
 @pytest.mark.cgroup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fitflix.settings import Settings, SettingsError
+from fitflix.settings import Settings, SettingsError, dotenv_problems
 
 MEGABYTES = "a whole number of megabytes from 64 to 1048576"
 BOOLEAN = "one of true/false, 1/0, yes/no (any case)"
@@ -217,3 +217,39 @@ def test_accepted_boolean_spellings(name, spelling, expected):
         "GUNICORN_CONTROL_SOCKET": "control_socket",
     }[name]
     assert getattr(settings, field) is expected
+
+
+SECRET = "do-not-echo-this-secret"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (f"MAX_MEMORY_MB 256\nHEALTH_TOKEN={SECRET}\n".encode(), "line 1: cannot be parsed"),
+        (f'MAX_MEMORY_MB=256\nHEALTH_TOKEN="{SECRET}\nLOG_LEVEL=info\n'.encode(), "line 2: cannot be parsed"),
+        (b"MAX_MEMORY_MB=256\nHEALTH_TOKEN=caf\xe9-" + SECRET.encode() + b"\n", "line 2: not UTF-8 text"),
+    ],
+    ids=["no-equals", "unterminated-quote", "latin-1"],
+)
+def test_a_dotenv_that_cannot_be_parsed_is_named_by_file_and_line_never_by_value(tmp_path, content, expected):
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(content)
+    problems = dotenv_problems(dotenv)
+    assert len(problems) == 1 and problems[0].startswith(f"{dotenv} ") and expected in problems[0]
+    assert SECRET not in problems[0]
+
+
+@pytest.mark.parametrize("make", ["folder", "dangling-link"])
+def test_a_dotenv_that_is_not_a_file_is_refused(tmp_path, make):
+    dotenv = tmp_path / ".env"
+    if make == "folder":
+        dotenv.mkdir()
+    else:
+        dotenv.symlink_to(tmp_path / "missing")
+    assert "not a regular file" in dotenv_problems(dotenv)[0]
+
+
+def test_a_good_or_missing_dotenv_has_no_problems(tmp_path):
+    assert dotenv_problems(tmp_path / ".env") == []
+    (tmp_path / ".env").write_text('# comment\nMAX_MEMORY_MB=256\nexport LOG_LEVEL="info"\n\nHOST=0.0.0.0 # inline\n')
+    assert dotenv_problems(tmp_path / ".env") == []

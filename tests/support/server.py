@@ -174,11 +174,24 @@ class LiveServer:
         poll_until(lambda: not self.cgroup.pids(), 10, "the test cgroup to empty")
 
 
-def run_to_exit(*command: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess:
-    """Run `command` in the project folder with a test environment until it exits (gunicorn that must refuse)."""
+def run_to_exit(
+    *command: str, env: dict[str, str] | None = None, timeout_s: float = 60, cwd: Path = PROJECT
+) -> subprocess.CompletedProcess:
+    """Run `command` (in the project folder) with a test environment until it exits (gunicorn that must refuse)."""
     return subprocess.run(
-        command, cwd=PROJECT, env=server_env(env), capture_output=True, text=True, timeout=timeout_s, check=False
+        command, cwd=cwd, env=server_env(env), capture_output=True, text=True, timeout=timeout_s, check=False
     )
+
+
+def project_copy(folder: Path) -> Path:
+    """A project folder of the test's own, so a test can give it a `.env` without touching the real one.
+
+    gunicorn.conf.py and wsgi.py are copied (each finds `.env` beside itself); the package is linked.
+    """
+    for name in ("gunicorn.conf.py", "wsgi.py"):
+        (folder / name).write_bytes((PROJECT / name).read_bytes())
+    (folder / "fitflix").symlink_to(PROJECT / "fitflix")
+    return folder
 
 
 GUNICORN = (sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py")
