@@ -217,20 +217,77 @@ def dotenv_problems(path: Path) -> list[str]:
     ]
 
 
+# The variable behind each field, where it is not the field's name in capitals.
+ENV_NAMES = {"control_socket": "GUNICORN_CONTROL_SOCKET"}
+SECRET_FIELDS = frozenset({"health_token"})
+
+
+def env_name(field_name: str) -> str:
+    return ENV_NAMES.get(field_name, field_name.upper())
+
+
+def setting_changes(old: Settings, new: Settings) -> list[tuple[str, str]]:
+    """(variable, 'old -> new') for every setting that differs; a secret says only that it changed."""
+    changes = []
+    for name in old.__dataclass_fields__:
+        before, after = getattr(old, name), getattr(new, name)
+        if before != after:
+            shown = "changed" if name in SECRET_FIELDS else f"{before!r} -> {after!r}"
+            changes.append((env_name(name), shown))
+    return changes
+
+
 _loaded: Settings | None = None
+_real_environ: dict[str, str] | None = None  # the process environment before any .env was applied
+_from_dotenv: set[str] = set()  # the variables the .env put into os.environ
+
+
+def _read_dotenv(dotenv_path: Path | None) -> dict[str, str]:
+    """The .env's values, after refusing a file that cannot be used whole."""
+    if dotenv_path is None:
+        return {}
+    problems = dotenv_problems(dotenv_path)
+    if problems:
+        raise SettingsError(problems, "the .env file cannot be used")
+    if not dotenv_path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(dotenv_path).items() if value is not None}
 
 
 def load_settings(dotenv_path: Path | None = None) -> Settings:
     """Read `.env` (real environment variables win) and the environment, once per process."""
-    global _loaded
+    global _loaded, _real_environ
     if _loaded is None:
-        if dotenv_path is not None:
-            problems = dotenv_problems(dotenv_path)
-            if problems:
-                raise SettingsError(problems, "the .env file cannot be used")
-            if dotenv_path.is_file():
-                from dotenv import load_dotenv
-
-                load_dotenv(dotenv_path, override=False)
+        _real_environ = dict(os.environ)
+        _apply_dotenv(_read_dotenv(dotenv_path))
         _loaded = Settings.from_env(os.environ)
     return _loaded
+
+
+def _apply_dotenv(dotenv: dict[str, str]) -> None:
+    """Put the .env's values into os.environ where the real environment has none (it wins)."""
+    real = _real_environ or {}
+    for key in _from_dotenv - set(dotenv):
+        os.environ.pop(key, None)  # a line the .env no longer has
+    _from_dotenv.clear()
+    for key, value in dotenv.items():
+        if key not in real:
+            os.environ[key] = value
+            _from_dotenv.add(key)
+
+
+def reload_settings(dotenv_path: Path | None) -> Settings:
+    """Read `.env` and the environment again (SIGHUP); on any problem, raise and keep what is loaded.
+
+    The real environment is the one the process started with, so a value the
+    old .env put into os.environ does not outlive its line.
+    """
+    global _loaded
+    real = _real_environ if _real_environ is not None else dict(os.environ)
+    dotenv = _read_dotenv(dotenv_path)
+    settings = Settings.from_env({**dotenv, **real})
+    _apply_dotenv(dotenv)
+    _loaded = settings
+    return settings

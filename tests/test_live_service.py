@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from tests.support.server import GUNICORN, project_copy, run_to_exit
+from tests.support.wait import poll_until
 
 pytestmark = pytest.mark.live
 
@@ -76,6 +80,32 @@ def test_a_bad_dotenv_stops_the_start_before_binding(tmp_path, dotenv, expected)
     assert str(project / ".env") in output
     assert "never-echo-this-secret" not in output
     assert "Traceback" not in output and "Listening at" not in output
+
+
+def test_sighup_applies_a_changed_dotenv_and_says_what_changed(live_server, tmp_path):
+    project = project_copy(tmp_path)
+    dotenv = project / ".env"
+    dotenv.write_text("MAX_REQUESTS=1000\nTHREADS=8\n")
+    server = live_server(project=project)
+    first_workers = server.worker_pids()
+
+    dotenv.write_text("MAX_REQUESTS=50\nTHREADS=4\nHEALTH_TOKEN=never-echo-this-secret\n")
+    os.kill(server.master_pid, signal.SIGHUP)
+    poll_until(lambda: "SIGHUP: MAX_REQUESTS 1000 -> 50" in server.log(), 15, "the changes logged")
+    poll_until(lambda: server.worker_pids() and not set(server.worker_pids()) & set(first_workers), 30, "new workers")
+    log = server.log()
+    assert "SIGHUP: THREADS 8 -> 4" in log and "SIGHUP: plan threads 8 -> 4" in log
+    assert "SIGHUP: HEALTH_TOKEN changed (needs a restart)" in log and "never-echo-this-secret" not in log
+    memory = poll_until(lambda: server.get_json("/health/memory")[1], 10, "an answer from a new worker")
+    assert memory["clustering"]["threads"] == 4
+
+    # A bad value on the next SIGHUP keeps the running plan, and the service keeps serving.
+    dotenv.write_text("MAX_REQUESTS=lots\n")
+    os.kill(server.master_pid, signal.SIGHUP)
+    poll_until(lambda: "SIGHUP: keeping the running settings and plan" in server.log(), 15, "the refusal logged")
+    assert "MAX_REQUESTS='lots'" in server.log()
+    assert server.process.poll() is None
+    assert server.get_json("/health/memory")[1]["clustering"]["threads"] == 4
 
 
 @pytest.mark.cgroup

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from fitflix.settings import Settings, SettingsError, dotenv_problems
+from fitflix.settings import Settings, SettingsError, dotenv_problems, setting_changes
 
 MEGABYTES = "a whole number of megabytes from 64 to 1048576"
 BOOLEAN = "one of true/false, 1/0, yes/no (any case)"
@@ -253,3 +255,47 @@ def test_a_good_or_missing_dotenv_has_no_problems(tmp_path):
     assert dotenv_problems(tmp_path / ".env") == []
     (tmp_path / ".env").write_text('# comment\nMAX_MEMORY_MB=256\nexport LOG_LEVEL="info"\n\nHOST=0.0.0.0 # inline\n')
     assert dotenv_problems(tmp_path / ".env") == []
+
+
+@pytest.fixture
+def fresh_load(monkeypatch):
+    """load_settings as in a new process: nothing loaded yet, os.environ restored afterwards."""
+    from fitflix import settings as module
+
+    monkeypatch.setattr(module, "_loaded", None)
+    monkeypatch.setattr(module, "_real_environ", None)
+    monkeypatch.setattr(module, "_from_dotenv", set())
+    for name in ("THREADS", "MAX_REQUESTS", "HEALTH_TOKEN", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    return module
+
+
+def test_a_reload_reads_the_dotenv_again_and_real_variables_still_win(tmp_path, monkeypatch, fresh_load):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("THREADS=8\nMAX_REQUESTS=1000\nLOG_LEVEL=debug\n")
+    monkeypatch.setenv("LOG_LEVEL", "warning")  # a real variable: it wins over the .env, before and after
+    first = fresh_load.load_settings(dotenv)
+    assert (first.threads, first.max_requests, first.log_level) == (8, 1000, "warning")
+
+    dotenv.write_text("THREADS=4\nLOG_LEVEL=debug\n")  # MAX_REQUESTS removed
+    second = fresh_load.reload_settings(dotenv)
+
+    assert (second.threads, second.max_requests, second.log_level) == (4, 10000, "warning")
+    assert fresh_load.load_settings() is second
+    assert "MAX_REQUESTS" not in os.environ
+    assert fresh_load.setting_changes(first, second) == [("THREADS", "8 -> 4"), ("MAX_REQUESTS", "1000 -> 10000")]
+
+
+def test_a_bad_reload_raises_and_keeps_what_is_loaded(tmp_path, fresh_load):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("THREADS=8\n")
+    first = fresh_load.load_settings(dotenv)
+    dotenv.write_text("THREADS=lots\n")
+    with pytest.raises(SettingsError, match="THREADS='lots'"):
+        fresh_load.reload_settings(dotenv)
+    assert fresh_load.load_settings() is first
+
+
+def test_a_changed_secret_is_reported_without_its_value():
+    changes = setting_changes(Settings(health_token=SECRET), Settings(health_token=SECRET + "-new"))
+    assert changes == [("HEALTH_TOKEN", "changed")]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fitflix.serving.sizing import MASTER_RESERVE_MB, budget_problem, make_plan, resize_plan, resolve_limit
+from fitflix.serving.sizing import (
+    MASTER_RESERVE_MB,
+    budget_problem,
+    make_plan,
+    plan_changes,
+    resize_plan,
+    resolve_limit,
+)
 from fitflix.settings import Settings
 from tests.fakes import container
 
@@ -337,3 +344,15 @@ def test_a_budget_fixed_by_worker_max_memory_mb_stays_when_workers_change():
 def test_resizing_to_no_workers_keeps_the_plan():
     plan = make_plan(Settings(), container(512, 2))
     assert resize_plan(plan, 0) is plan  # WINCH stops every worker; there is nothing to budget
+
+
+def test_plan_changes_name_each_moved_figure():
+    old = make_plan(Settings(), container(512, 2))
+    new = make_plan(Settings(threads=4, web_concurrency=2), container(512, 2))
+    assert plan_changes(old, new) == [
+        "workers 1 -> 2",
+        "threads 8 -> 4",
+        f"worker_budget_mb {old.worker_budget_mb} -> {new.worker_budget_mb}",
+        f"worker_hard_cap_mb {old.worker_hard_cap_mb} -> {new.worker_hard_cap_mb}",
+    ]
+    assert plan_changes(old, old) == []

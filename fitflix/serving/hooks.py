@@ -9,6 +9,7 @@ as a boot error (exit code 3) and shuts the whole server down.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import time
@@ -18,10 +19,10 @@ from pathlib import Path
 from fitflix.memory.process import read_smaps_rollup
 from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving import backstop
-from fitflix.serving.sizing import MIB, Plan, budget_problem, make_plan, resize_plan
+from fitflix.serving.sizing import MIB, Plan, budget_problem, make_plan, plan_changes, resize_plan
 from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor, WorkerRecycler, clean_up
-from fitflix.settings import Settings, SettingsError, load_settings
+from fitflix.settings import Settings, SettingsError, load_settings, reload_settings, setting_changes
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,63 @@ class ServerConfig:
     worker_tmp_dir: str | None
 
 
+# Settings the preloaded app or the master's monitor took when the server started: a
+# SIGHUP cannot change them (the app is loaded once, in the master, under preload_app).
+RESTART_ONLY = frozenset({"HEALTH_TOKEN", "HEALTH_FAIL_ON_CRITICAL", "READY_FAIL_ON_CRITICAL", "MEMORY_LOG_INTERVAL_S"})
+
+
+def _worker_tmp_dir() -> str | None:
+    # Worker heartbeat files on tmpfs: a disk-backed /tmp can stall on fsync
+    # and get healthy workers killed (gunicorn docs, "Blocking OS calls").
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 def load_server_config(dotenv_path: Path) -> ServerConfig:
-    """Settings and plan for gunicorn.conf.py; a bad environment ends the start here, before any bind."""
+    """Settings and plan for gunicorn.conf.py; a bad environment ends the start here, before any bind.
+
+    gunicorn runs gunicorn.conf.py again in the master on SIGHUP: then the
+    environment and .env are read again (`reload_server_config`).
+    """
+    if RUNTIME.role == "master" and isinstance(RUNTIME.plan, Plan):
+        return reload_server_config(dotenv_path, logging.getLogger("gunicorn.error"))
     try:
         settings = load_settings(dotenv_path)
     except SettingsError as error:
         raise SystemExit(str(error)) from None  # the message on stderr, exit code 1, no traceback
     plan = make_plan(settings, measure_container())
     RUNTIME.plan = plan
-    # Worker heartbeat files on tmpfs: a disk-backed /tmp can stall on fsync
-    # and get healthy workers killed (gunicorn docs, "Blocking OS calls").
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return ServerConfig(settings, plan, shm)
+    return ServerConfig(settings, plan, _worker_tmp_dir())
+
+
+def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig:
+    """Master, on SIGHUP: re-read, re-plan and say what changed; on a bad value keep everything as it runs."""
+    running_settings, running_plan = load_settings(), RUNTIME.plan
+    try:
+        settings = reload_settings(dotenv_path)
+    except SettingsError as error:
+        log.error("SIGHUP: keeping the running settings and plan. %s", str(error).replace("FitFlix cannot start: ", ""))
+        return ServerConfig(running_settings, running_plan, _worker_tmp_dir())
+    plan = make_plan(settings, measure_container())
+    changes = setting_changes(running_settings, settings)
+    for variable, change in changes:
+        log.info("SIGHUP: %s %s%s", variable, change, " (needs a restart)" if variable in RESTART_ONLY else "")
+    if not changes:
+        log.info("SIGHUP: no setting changed; workers are replaced with the same plan")
+    later = sorted(variable for variable, _change in changes if variable in RESTART_ONLY)
+    if later:
+        log.warning(
+            "SIGHUP: %s take effect only after a restart: the app and the memory monitor keep the values they "
+            "started with (preload_app)",
+            ", ".join(later),
+        )
+    for note in plan_changes(running_plan, plan):
+        log.info("SIGHUP: plan %s", note)
+    RUNTIME.plan = plan
+    if RUNTIME.shared is not None:
+        RUNTIME.shared.set_planned_workers(plan.workers)
+    if _monitor is not None:
+        _monitor.plan = plan
+    return ServerConfig(settings, plan, _worker_tmp_dir())
 
 
 _monitor: MemoryMonitor | None = None
@@ -114,8 +160,8 @@ def pre_fork(server, worker) -> None:
 def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
     """Master, when TTIN/TTOU (or WINCH) change the worker count: the budgets follow the live count."""
     plan = RUNTIME.plan
-    if old_value is None or new_value < 1 or not isinstance(plan, Plan) or RUNTIME.shared is None:
-        return  # the arbiter's own setup, or WINCH stopping every worker: nothing to re-plan
+    if old_value is None or new_value in (0, old_value) or not isinstance(plan, Plan) or RUNTIME.shared is None:
+        return  # the arbiter's own setup (again on SIGHUP), or WINCH stopping every worker: nothing to re-plan
     resized = resize_plan(plan, new_value)
     RUNTIME.plan = resized
     RUNTIME.shared.set_planned_workers(new_value)

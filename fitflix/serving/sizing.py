@@ -189,6 +189,18 @@ def resize_plan(plan: Plan, workers: int) -> Plan:
     return replace(plan, workers=workers, worker_budget_mb=budget_mb, worker_hard_cap_mb=hard_cap_mb)
 
 
+PLAN_FIELDS_SHOWN = ("limit_mb", "workers", "threads", "worker_budget_mb", "worker_hard_cap_mb", "max_requests")
+
+
+def plan_changes(old: Plan, new: Plan) -> list[str]:
+    """'workers 1 -> 2' for each figure of the plan that moved."""
+    return [
+        f"{name} {getattr(old, name)} -> {getattr(new, name)}"
+        for name in PLAN_FIELDS_SHOWN
+        if getattr(old, name) != getattr(new, name)
+    ]
+
+
 def budget_problem(plan: Plan, baseline_mb: float, budget_from_env: bool) -> str | None:
     """Why the plan cannot run, when a worker's budget is below its baseline."""
     if plan.worker_budget_mb >= baseline_mb:

@@ -41,8 +41,11 @@ class LiveServer:
         cgroup=None,
         extra_args: tuple[str, ...] = (),
         python: str = sys.executable,
+        project: Path = PROJECT,
     ) -> None:
+        """`project`: the folder with gunicorn.conf.py (a `project_copy` for a test's own .env)."""
         self.env = server_env(env)
+        self.project = project
         self.app = app
         self.cgroup = cgroup
         self.extra_args = extra_args
@@ -65,7 +68,7 @@ class LiveServer:
         """
         script = Path(self.python).with_name("gunicorn")
         launcher = [str(script)] if script.exists() else [self.python, "-m", "gunicorn"]
-        command = [*launcher, "-c", str(PROJECT / "gunicorn.conf.py"), *self.extra_args]
+        command = [*launcher, "-c", str(self.project / "gunicorn.conf.py"), *self.extra_args]
         return command + [self.app] if self.app else command
 
     def command(self) -> list[str]:
@@ -75,7 +78,7 @@ class LiveServer:
     def start(self, ready_timeout_s: float = 30.0) -> LiveServer:
         self.process = subprocess.Popen(
             self.command(),
-            cwd=PROJECT,
+            cwd=self.project,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
