@@ -85,11 +85,11 @@ def test_a_bad_dotenv_stops_the_start_before_binding(tmp_path, dotenv, expected)
 def test_sighup_applies_a_changed_dotenv_and_says_what_changed(live_server, tmp_path):
     project = project_copy(tmp_path)
     dotenv = project / ".env"
-    dotenv.write_text("MAX_REQUESTS=1000\nTHREADS=8\n")
-    server = live_server(project=project)
+    dotenv.write_text("MAX_REQUESTS=1000\nTHREADS=8\nMAX_MEMORY_MB=512\n")
+    server = live_server({"MEMORY_LOG_INTERVAL_S": "1"}, project=project)
     first_workers = server.worker_pids()
 
-    dotenv.write_text("MAX_REQUESTS=50\nTHREADS=4\nHEALTH_TOKEN=never-echo-this-secret\n")
+    dotenv.write_text("MAX_REQUESTS=50\nTHREADS=4\nMAX_MEMORY_MB=256\nHEALTH_TOKEN=never-echo-this-secret\n")
     os.kill(server.master_pid, signal.SIGHUP)
     poll_until(lambda: "SIGHUP: MAX_REQUESTS 1000 -> 50" in server.log(), 15, "the changes logged")
     poll_until(lambda: server.worker_pids() and not set(server.worker_pids()) & set(first_workers), 30, "new workers")
@@ -97,7 +97,9 @@ def test_sighup_applies_a_changed_dotenv_and_says_what_changed(live_server, tmp_
     assert "SIGHUP: THREADS 8 -> 4" in log and "SIGHUP: plan threads 8 -> 4" in log
     assert "SIGHUP: HEALTH_TOKEN changed (needs a restart)" in log and "never-echo-this-secret" not in log
     memory = poll_until(lambda: server.get_json("/health/memory")[1], 10, "an answer from a new worker")
-    assert memory["clustering"]["threads"] == 4
+    assert (memory["clustering"]["threads"], memory["memory"]["limit"]) == (4, 256)
+    # the master's monitor judges the new limit too
+    poll_until(lambda: "MB of 256MB" in server.log(), 10, "the monitor's usage line against 256 MB")
 
     # A bad value on the next SIGHUP keeps the running plan, and the service keeps serving.
     dotenv.write_text("MAX_REQUESTS=lots\n")

@@ -88,6 +88,7 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
         RUNTIME.shared.set_planned_workers(plan.workers)
     if _monitor is not None:
         _monitor.plan = plan
+        _monitor.probe.limit_mb, _monitor.probe.limit_source = plan.limit_mb, plan.limit_source
     return ServerConfig(settings, plan, _worker_tmp_dir())
 
 
