@@ -109,6 +109,14 @@ def test_sighup_applies_a_changed_dotenv_and_says_what_changed(live_server, tmp_
     assert server.process.poll() is None
     assert server.get_json("/health/memory")[1]["clustering"]["threads"] == 4
 
+    # A plan the start would refuse (a budget under a worker's baseline: a recycle after every
+    # request) is refused on SIGHUP too, and the running plan stays.
+    dotenv.write_text("THREADS=4\nMAX_MEMORY_MB=64\n")
+    os.kill(server.master_pid, signal.SIGHUP)
+    poll_until(lambda: "SIGHUP: keeping the running settings and plan: a 64 MB limit" in server.log(), 15, "refusal")
+    poll_until(lambda: server.get_json("/health/memory")[1]["memory"]["limit"] == 256, 10, "the running limit")
+    assert "reason=memory" not in server.log()
+
 
 @pytest.mark.cgroup
 def test_memory_figures_match_a_real_512mb_cgroup(live_server, memory_cgroup):

@@ -69,6 +69,10 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
         log.error("SIGHUP: keeping the running settings and plan. %s", str(error).replace("FitFlix cannot start: ", ""))
         return ServerConfig(running_settings, running_plan, _worker_tmp_dir())
     plan = make_plan(settings, measure_container())
+    problem = budget_problem_now(plan)
+    if problem:  # the start would refuse this plan: workers would recycle after every request
+        log.error("SIGHUP: keeping the running settings and plan: %s", problem)
+        return ServerConfig(running_settings, running_plan, _worker_tmp_dir())
     changes = setting_changes(running_settings, settings)
     for variable, change in changes:
         log.info("SIGHUP: %s %s%s", variable, change, " (needs a restart)" if variable in RESTART_ONLY else "")
@@ -92,6 +96,12 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
     return ServerConfig(settings, plan, _worker_tmp_dir())
 
 
+def budget_problem_now(plan: Plan) -> str | None:
+    """Master: why `plan` cannot run, measured against what this master holds after loading the app."""
+    master = read_smaps_rollup("self")
+    return budget_problem(plan, master.rss_bytes / MIB if master else 0.0, plan.budget_from_env)
+
+
 _monitor: MemoryMonitor | None = None
 _recycler: WorkerRecycler | None = None
 _request_slot: int | None = None
@@ -100,10 +110,8 @@ _request_slot: int | None = None
 def on_starting(server) -> None:
     """Master, after the app is preloaded and before any port is bound: refuse a plan that cannot run."""
     RUNTIME.role, RUNTIME.master_pid, RUNTIME.started_monotonic = "master", os.getpid(), time.monotonic()
-    plan, settings = RUNTIME.plan, load_settings()
-    master = read_smaps_rollup("self")
-    baseline_mb = master.rss_bytes / MIB if master else 0.0
-    problem = budget_problem(plan, baseline_mb, settings.worker_max_memory_mb is not None)
+    plan = RUNTIME.plan
+    problem = budget_problem_now(plan)
     if problem:
         server.log.error("FitFlix cannot start: %s", problem)
         raise SystemExit(1)
@@ -175,8 +183,7 @@ def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
         resized.worker_budget_mb,
         resized.worker_hard_cap_mb,
     )
-    master = read_smaps_rollup("self")
-    problem = budget_problem(resized, master.rss_bytes / MIB if master else 0.0, resized.budget_from_env)
+    problem = budget_problem_now(resized)
     if problem:
         server.log.warning("Plan: %s", problem)
 

@@ -28,6 +28,7 @@ REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
 _HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq")
 _RECYCLING, _GUARD_TARGET, _RETIRED, _PLANNED = (len(REASONS) + offset for offset in range(4))
 _PLANNED_OFFSET = _PLANNED * 8
+_PLANNED_FIELD = struct.Struct("<q")
 _SLOT = struct.Struct("<qQ")  # worker pid, requests it has served
 WORKER_SLOTS = 64
 
@@ -120,7 +121,7 @@ class SharedState:
 
     def planned_workers(self) -> int:
         """The worker count the budgets are planned for; 0 until the master sets it (no lock: read on every request)."""
-        return int.from_bytes(self._map[_PLANNED_OFFSET : _PLANNED_OFFSET + 8], "little", signed=True)
+        return _PLANNED_FIELD.unpack_from(self._map, _PLANNED_OFFSET)[0]
 
     def set_requests(self, index: int, served: int) -> None:
         """The worker's own count, written by that worker alone (no lock: one aligned 8-byte store)."""
