@@ -22,7 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench import concurrency, footprint, health_cost, leak, neighbours, overhead, recycle, spike, spike_sweep
+from bench import (
+    concurrency,
+    footprint,
+    health_cost,
+    leak,
+    neighbours,
+    overhead,
+    recycle,
+    slow_clients,
+    spike,
+    spike_sweep,
+)
 from bench.load import wrk_path
 from bench.report import Part, markdown, text_table
 from bench.scale import FULL, QUICK
@@ -40,6 +51,7 @@ PARTS = {
     7: health_cost,
     8: spike_sweep,
     9: neighbours,
+    10: slow_clients,
 }
 log = logging.getLogger("bench")
 

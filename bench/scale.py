@@ -22,6 +22,7 @@ class Scale:
     spike_sweep_threads: tuple[int, ...]  # THREADS values of the spike sweep (part 8)
     spike_sweep_time_limit_s: float  # the whole sweep; peers not reached by then are reported as not run
     neighbours_load_s: float  # light load on /health while a neighbour holds memory (part 9)
+    slow_clients_probe_s: float  # probes of /health while slow and idle clients hold on (part 10)
 
 
 FULL = Scale(
@@ -40,6 +41,7 @@ FULL = Scale(
     spike_sweep_threads=(1, 8, 32),
     spike_sweep_time_limit_s=300,
     neighbours_load_s=20,
+    slow_clients_probe_s=30,
 )
 
 QUICK = Scale(
@@ -58,4 +60,5 @@ QUICK = Scale(
     spike_sweep_threads=(8,),
     spike_sweep_time_limit_s=120,
     neighbours_load_s=8,
+    slow_clients_probe_s=12,  # past FitFlix's HEAD_TIMEOUT_S (10 s): the first cut heads and their reopens
 )

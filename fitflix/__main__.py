@@ -43,6 +43,7 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
             f"{plan.timeout_s} s / {plan.graceful_timeout_s} s",
             "WORKER_TIMEOUT_S; platforms kill at 30 s",
         ),
+        ("request head timeout", f"{plan.head_timeout_s} s", "HEAD_TIMEOUT_S; slow heads never hold a thread"),
         ("thresholds", f"warn {plan.warn_percent}%, critical {plan.critical_percent}%", "MEMORY_WARN/CRITICAL_PERCENT"),
     ]
 

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from fitflix.access import is_authorized, unauthorized
 from fitflix.health import health_context
 from fitflix.serving.recycle import memory_status
-from fitflix.serving.state import REASONS, RUNTIME
+from fitflix.serving.state import CUT_REASONS, REASONS, RUNTIME
 
 metrics = Blueprint("metrics", __name__)
 
@@ -109,6 +109,16 @@ class ServiceCollector:
             yield CounterMetricFamily(
                 "fitflix_requests_served", "Requests served by every worker", value=shared.requests_served()
             )
+            cuts = CounterMetricFamily(
+                "fitflix_connections_cut",
+                "Connections closed before a whole request head came: slow_head (answered 408 after "
+                "HEAD_TIMEOUT_S), silent (sent nothing by then), idle_at_cap (idle longest at the connection cap)",
+                labels=["reason"],
+            )
+            cut_counts = shared.cut_counts()
+            for reason in CUT_REASONS:
+                cuts.add_metric([reason], cut_counts[reason])
+            yield cuts
 
 
 def register_metrics(app) -> None:

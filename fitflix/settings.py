@@ -41,6 +41,8 @@ class Settings:
     max_requests: int = 10000
     max_requests_jitter: int = 1000
     worker_timeout_s: int = 30
+    # A client gets this long to send a whole request head (fitflix.serving.worker).
+    head_timeout_s: int = 10
     memory_warn_percent: int = 80
     memory_critical_percent: int = 90
     memory_log_interval_s: int = 60
@@ -86,6 +88,9 @@ class Settings:
             ),
             worker_timeout_s=reader.whole(
                 "WORKER_TIMEOUT_S", defaults.worker_timeout_s, 1, 3600, "a whole number of seconds from 1 to 3600"
+            ),
+            head_timeout_s=reader.whole(
+                "HEAD_TIMEOUT_S", defaults.head_timeout_s, 1, 300, "a whole number of seconds from 1 to 300"
             ),
             memory_warn_percent=reader.whole(
                 "MEMORY_WARN_PERCENT", defaults.memory_warn_percent, 1, 99, "a whole percentage from 1 to 99"

@@ -40,6 +40,8 @@ BAD_VALUES = [
     ("MAX_REQUESTS_JITTER", "lots", "a whole number from 0 to 1000000000"),
     ("WORKER_TIMEOUT_S", "0", "a whole number of seconds from 1 to 3600"),
     ("WORKER_TIMEOUT_S", "30s", "a whole number of seconds from 1 to 3600"),
+    ("HEAD_TIMEOUT_S", "0", "a whole number of seconds from 1 to 300"),
+    ("HEAD_TIMEOUT_S", "301", "a whole number of seconds from 1 to 300"),
     ("MEMORY_WARN_PERCENT", "100", "a whole percentage from 1 to 99"),
     ("MEMORY_WARN_PERCENT", "0", "a whole percentage from 1 to 99"),
     ("MEMORY_CRITICAL_PERCENT", "101", "a whole percentage from 2 to 100"),

@@ -275,7 +275,7 @@ def test_plan_carries_the_settings_it_serves():
     assert (plan.threads, plan.max_requests, plan.max_requests_jitter) == (4, 500, 50)
     assert (plan.cpus, plan.cpu_source) == (1.5, "CPU affinity")
     assert (plan.warn_percent, plan.critical_percent) == (80, 90)
-    assert plan.worker_class == "gthread"
+    assert plan.worker_class == "fitflix.serving.worker.HeadFirstWorker"
     assert plan.as_dict()["workers"] == plan.workers
 
 

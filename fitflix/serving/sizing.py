@@ -26,6 +26,10 @@ DEFAULT_WORKER_MB = 256
 # 25 s to finish, and the master 5 s to reap and exit.
 GRACEFUL_TIMEOUT_S = 25
 
+# gunicorn's gthread worker with request heads read on its event loop, so a
+# slow client never holds a request thread (fitflix/serving/worker.py).
+WORKER_CLASS = "fitflix.serving.worker.HeadFirstWorker"
+
 # A worker younger than this is not recycled for memory below its hard cap:
 # a fresh worker that inherits a big heap must not flap.
 MIN_WORKER_LIFETIME_S = 2.0
@@ -64,6 +68,7 @@ class Plan:
     max_requests_jitter: int
     timeout_s: int
     graceful_timeout_s: int
+    head_timeout_s: int
     warn_percent: int
     critical_percent: int
     budget_from_env: bool = False  # WORKER_MAX_MEMORY_MB fixed the budget; it stays when workers change
@@ -142,7 +147,7 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         clustering=settings.enable_clustering,
         workers=workers,
         workers_memory_holds=holds,
-        worker_class="gthread",
+        worker_class=WORKER_CLASS,
         threads=settings.threads,
         worker_budget_mb=budget_mb,
         worker_hard_cap_mb=hard_cap_mb,
@@ -151,6 +156,7 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         max_requests_jitter=settings.max_requests_jitter if settings.max_requests else 0,
         timeout_s=settings.worker_timeout_s,
         graceful_timeout_s=GRACEFUL_TIMEOUT_S,
+        head_timeout_s=settings.head_timeout_s,
         warn_percent=settings.memory_warn_percent,
         critical_percent=settings.memory_critical_percent,
         budget_from_env=settings.worker_max_memory_mb is not None,

@@ -4,7 +4,8 @@
 first fork, so every worker inherits it: recycle counts by reason, the pid of
 the worker now recycling for memory (one at a time), the pid the guard asked
 to leave, the worker count the budgets are planned for (it follows TTIN and
-TTOU), the pids of the workers that booted, and requests served. Writers hold a POSIX record lock (per
+TTOU), the pids of the workers that booted, requests served, and the
+connections the workers cut (slow heads, silent and idle connections). Writers hold a POSIX record lock (per
 process) and a thread lock (per thread); readers take a torn-free copy under
 the same locks. The one write on every request, a worker's own request
 count, goes to a slot only that worker writes, without a lock.
@@ -24,9 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
-# counts by reason, memory-recycling pid, guard target pid, requests of workers gone, planned workers
-_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq")
+# Why a worker closed a connection that had not sent a whole request head (fitflix.serving.worker).
+CUT_REASONS = ("slow_head", "silent", "idle_at_cap")
+# counts by reason, memory-recycling pid, guard target pid, requests of workers gone, planned workers,
+# connections cut by reason
+_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS))
 _RECYCLING, _GUARD_TARGET, _RETIRED, _PLANNED = (len(REASONS) + offset for offset in range(4))
+_CUTS = _PLANNED + 1
 _PLANNED_OFFSET = _PLANNED * 8
 _PLANNED_FIELD = struct.Struct("<q")
 _SLOT = struct.Struct("<qQ")  # worker pid, requests it has served
@@ -122,6 +127,16 @@ class SharedState:
     def planned_workers(self) -> int:
         """The worker count the budgets are planned for; 0 until the master sets it (no lock: read on every request)."""
         return _PLANNED_FIELD.unpack_from(self._map, _PLANNED_OFFSET)[0]
+
+    def count_cuts(self, counts: dict[str, int]) -> None:
+        """Add a worker's cut connections, by reason (`CUT_REASONS`)."""
+        with self._locked() as fields:
+            for reason, count in counts.items():
+                fields[_CUTS + CUT_REASONS.index(reason)] += count
+
+    def cut_counts(self) -> dict[str, int]:
+        with self._locked() as fields:
+            return dict(zip(CUT_REASONS, fields[_CUTS : _CUTS + len(CUT_REASONS)], strict=True))
 
     def set_requests(self, index: int, served: int) -> None:
         """The worker's own count, written by that worker alone (no lock: one aligned 8-byte store)."""

@@ -1,0 +1,363 @@
+"""gunicorn's gthread worker, with request heads read on its event loop.
+
+gunicorn 27's gthread hands each new connection to a request thread, which
+reads the request head with blocking reads: a client that sends its head a
+line at a time holds that thread for as long as it likes, and THREADS such
+clients silence the worker, `/health` included. `HeadFirstWorker` reads heads
+on the main thread's selector, the way gthread already waits on kept-alive
+connections, and hands a thread only a complete head:
+
+- a head not complete within HEAD_TIMEOUT_S of the connection (or, on a
+  kept-alive connection, of its first byte) is answered 408 and closed; a
+  new connection that sent nothing by then is closed without an answer;
+- an idle connection never holds a thread; at the worker's connection cap
+  (`worker_connections`) the longest idle one is closed to let a new one in;
+- what was cut is counted in the shared state (`/metrics`) and logged at
+  most once a minute;
+- a connection closed after its answer lingers on the selector, not on the
+  main thread: gthread's graceful close waits up to 2 s for the client's FIN
+  right in its event loop, so a client that never closes stalled every
+  other connection of the worker for 2 s.
+
+TLS, the PROXY protocol, HTTP/2 prior knowledge and the uwsgi protocol keep
+gthread's own path: their first bytes are not an HTTP/1 head. gunicorn's own
+answers to bad requests (400, 414, 431, ...) go out as JSON with the
+service's security headers.
+"""
+
+from __future__ import annotations
+
+import errno
+import html
+import json
+import re
+import selectors
+import socket
+import time
+from collections import Counter, deque
+from functools import partial
+
+from gunicorn import http, util
+from gunicorn.http.message import MAX_REQUEST_LINE
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from fitflix import SECURITY_HEADERS
+from fitflix.serving.state import RUNTIME
+
+READ_SIZE = 65536
+CUT_LOG_INTERVAL_S = 60.0
+# What gunicorn's util.close_graceful gives a closing client to send its FIN, and drains at most.
+LINGER_S = 2.0
+LINGER_MAX_DRAIN = 65536
+DEFAULT_HEAD_TIMEOUT_S = 10  # when the worker runs without the FitFlix plan (settings.Settings has the same)
+# gunicorn's error page: "HTTP/1.1 <status> <reason>" ... "<h1><p>reason</p></h1> message </body>"
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
+_ERROR_MESSAGE = re.compile(rb"</h1>(.*?)</body>", re.DOTALL)
+
+
+def head_complete(data: bytes | bytearray, max_head: int) -> bool:
+    """Whether `data` holds a whole request head, or more than any head gunicorn accepts.
+
+    A bare-LF blank line counts as an end too: gunicorn's parser then answers
+    400 at once instead of the client waiting for the deadline. A head past
+    `max_head` goes to the parser, which refuses it (414 or 431) from the
+    bytes it already has.
+    """
+    return b"\r\n\r\n" in data or b"\n\n" in data or len(data) > max_head
+
+
+def max_head_bytes(cfg) -> int:
+    """The longest head gunicorn's parser can accept under `cfg` (gunicorn/http/message.py)."""
+    line = cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else MAX_REQUEST_LINE
+    fields = cfg.limit_request_fields if cfg.limit_request_fields > 0 else 32768
+    field_size = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else 8190
+    return line + 2 + fields * (field_size + 2) + 4
+
+
+def error_response(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 answer: the app's JSON error shape, the security headers, then close."""
+    body = json.dumps({"error": reason, "status": status, "message": message}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        "Cache-Control": "no-store",
+        **SECURITY_HEADERS,
+    }
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+def json_from_gunicorn_error(page: bytes) -> bytes | None:
+    """gunicorn's HTML error answer (util.write_error) as `error_response`; None if it is not one."""
+    status = _STATUS_LINE.match(page)
+    if status is None:
+        return None
+    reason = status.group(2).decode("latin-1")
+    message = _ERROR_MESSAGE.search(page)
+    text = html.unescape(message.group(1).decode("latin-1")).strip() if message else ""
+    return error_response(int(status.group(1)), reason, text or reason)
+
+
+class _CapturedSocket:
+    """Takes what gunicorn's handle_error writes, so it can be rewritten before it is sent."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0  # util.write_nonblock then writes at once, without touching blocking mode
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class _Conn(TConn):
+    """gthread's connection, whose graceful close lingers on the worker's selector."""
+
+    def __init__(self, worker: HeadFirstWorker, *args) -> None:
+        super().__init__(*args)
+        self.worker = worker
+        self.head: bytearray | None = None  # the head being read on the selector
+        self.head_deadline = 0.0
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful:
+            self.worker.linger(self.sock)
+        else:
+            util.close(self.sock)
+
+
+class HeadFirstWorker(ThreadWorker):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        plan = RUNTIME.plan
+        self.head_timeout_s = getattr(plan, "head_timeout_s", DEFAULT_HEAD_TIMEOUT_S)
+        self.max_head = max_head_bytes(self.cfg)
+        # Connections whose head is being read, by deadline (all get the same timeout).
+        self.head_conns: deque[_Conn] = deque()
+        self.cuts: Counter[str] = Counter()  # not yet logged
+        self.cuts_unshared: Counter[str] = Counter()  # not yet in the shared counts
+        self.cuts_logged_at = -CUT_LOG_INTERVAL_S  # the first cut is logged at once
+        # Sockets closing: (deadline, socket, bytes drained), by deadline.
+        self.lingering: deque[list] = deque()
+
+    def reads_heads(self, client) -> bool:
+        """Whether this connection's first bytes are a plain HTTP/1 head, read here."""
+        cfg = self.cfg
+        return not (
+            cfg.is_ssl
+            or getattr(cfg, "protocol", "http") != "http"
+            or getattr(cfg, "proxy_protocol", "off") not in ("off", False, None)
+            or negotiation.prior_knowledge_allowed(cfg, client)
+        )
+
+    def accept(self, listener) -> None:
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = _Conn(self, self.cfg, client_sock, client_addr, listener.getsockname())
+        if not self.reads_heads(client_addr):
+            self.enqueue_req(conn)
+            return
+        conn.head = bytearray()
+        self._read_head(conn)
+        if self.nr_conns >= self.worker_connections:
+            self._cut_longest_idle()
+
+    def on_client_socket_readable(self, conn, client) -> None:
+        """A kept-alive connection has bytes: read its next head here too."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        if not self.reads_heads(conn.client):
+            self.enqueue_req(conn)
+            return
+        conn.head = bytearray()
+        self._read_head(conn)
+        self.on_head_readable(conn, client)
+
+    def _read_head(self, conn: _Conn) -> None:
+        conn.head_deadline = time.monotonic() + self.head_timeout_s
+        self.head_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn))
+
+    def on_head_readable(self, conn: _Conn, _client) -> None:
+        if conn.head is None:
+            return  # handed over or closed by an earlier event of the same select()
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client left
+            self._drop_head(conn)
+            self._close(conn)
+            return
+        conn.head += data
+        if head_complete(conn.head, self.max_head):
+            self._drop_head(conn)
+            self._hand_over(conn)
+
+    def _drop_head(self, conn: _Conn) -> None:
+        self.head_conns.remove(conn)
+        self.poller.unregister(conn.sock)
+
+    def _hand_over(self, conn: _Conn) -> None:
+        """A complete head goes to a request thread, already in the parser's buffer."""
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(bytes(conn.head))
+        conn.head = None
+        conn.data_ready = True  # gthread's handle() must not wait for data again
+        self.enqueue_req(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        conn.head = None
+        self.nr_conns -= 1
+        conn.close()
+
+    def linger(self, sock: socket.socket) -> None:
+        """RFC 9112 section 9.6 close, as util.close_graceful does it, without blocking the loop.
+
+        Send FIN, then read (and drop) what the client still sends until it
+        closes, LINGER_MAX_DRAIN bytes came, or LINGER_S passed: closing with
+        unread bytes would reset the connection and could cut the answer short.
+        """
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            util.close(sock)
+            return
+        entry = [time.monotonic() + LINGER_S, sock, 0]
+        self.lingering.append(entry)
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, entry))
+
+    def _drain(self, entry: list, _sock) -> None:
+        sock = entry[1]
+        try:
+            data = sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        entry[2] += len(data)
+        if not data or entry[2] >= LINGER_MAX_DRAIN:
+            self.lingering.remove(entry)
+            self._end_linger(sock)
+
+    def _end_linger(self, sock: socket.socket) -> None:
+        try:
+            self.poller.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        util.close(sock)
+
+    def _cut(self, reason: str) -> None:
+        self.cuts[reason] += 1
+        self.cuts_unshared[reason] += 1
+
+    def murder_pending(self) -> None:
+        """gthread's sweep (run on every turn of its loop), plus heads past their deadline."""
+        super().murder_pending()
+        now = time.monotonic()
+        while self.lingering and self.lingering[0][0] <= now:
+            self._end_linger(self.lingering.popleft()[1])
+        while self.head_conns and self.head_conns[0].head_deadline <= now:
+            conn = self.head_conns.popleft()
+            self.poller.unregister(conn.sock)
+            if conn.head:
+                self._answer(conn, error_response(408, "Request Timeout", self._timeout_message()))
+                self._cut("slow_head")
+            else:
+                self._cut("silent")
+            self._close(conn)
+        self._report_cuts(now)
+
+    def _timeout_message(self) -> str:
+        return f"The request head was not complete within {self.head_timeout_s} s (HEAD_TIMEOUT_S)."
+
+    def _answer(self, conn: _Conn, response: bytes) -> None:
+        """Best effort, never blocking: a slow client gets its 408 if its socket takes it now."""
+        try:
+            for _ in range(16):  # unread bytes at close() would reset the connection, 408 and all
+                if not conn.sock.recv(READ_SIZE):
+                    break
+        except OSError:
+            pass
+        try:
+            conn.sock.send(response)
+        except OSError:
+            pass
+
+    def _cut_longest_idle(self) -> None:
+        """At the connection cap: close the connection idle longest, a kept-alive one or one silent since it came."""
+        kept = self.keepalived_conns[0] if self.keepalived_conns else None
+        silent = next((conn for conn in self.head_conns if not conn.head), None)
+        # A kept-alive connection went idle `keepalive` before its timeout; a silent one when it came.
+        kept_since = kept.timeout - self.cfg.keepalive if kept is not None else None
+        silent_since = silent.head_deadline - self.head_timeout_s if silent is not None else None
+        if kept is not None and (silent is None or kept_since <= silent_since):
+            self.keepalived_conns.remove(kept)
+            self.poller.unregister(kept.sock)
+            self._close(kept)
+        elif silent is not None:
+            self._drop_head(silent)
+            self._close(silent)
+        else:
+            return  # every connection is busy or sending a head: gthread stops accepting until one ends
+        self._cut("idle_at_cap")
+
+    def _cap_keepalive(self, deadline: float) -> None:
+        """Stopping: kept-alive and silent connections close by `deadline`; a head on its way keeps its time."""
+        super()._cap_keepalive(deadline)
+        for conn in self.head_conns:
+            if not conn.head:
+                conn.head_deadline = min(conn.head_deadline, deadline)
+        self.head_conns = deque(sorted(self.head_conns, key=lambda conn: conn.head_deadline))
+
+    def _report_cuts(self, now: float, force: bool = False) -> None:
+        """Counts into the shared state at once (for /metrics); a log line at most once per interval."""
+        if self.cuts_unshared and RUNTIME.shared is not None:
+            RUNTIME.shared.count_cuts(dict(self.cuts_unshared))
+        self.cuts_unshared.clear()
+        if not self.cuts or (now < self.cuts_logged_at + CUT_LOG_INTERVAL_S and not force):
+            return
+        self.log.warning(
+            "Closed %s connection(s) before a whole request head came: %s slow head(s) answered 408 after %s s "
+            "(HEAD_TIMEOUT_S), %s silent since they connected, %s idle longest at the %s-connection cap. "
+            "The next such line comes %.0f s from now at the soonest, with what is cut meanwhile",
+            sum(self.cuts.values()),
+            self.cuts["slow_head"],
+            self.head_timeout_s,
+            self.cuts["silent"],
+            self.cuts["idle_at_cap"],
+            self.worker_connections,
+            CUT_LOG_INTERVAL_S,
+        )
+        self.cuts.clear()
+        self.cuts_logged_at = now
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            self._report_cuts(time.monotonic(), force=True)
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        """gunicorn's own decision (status, log line, access log), sent as JSON with the security headers."""
+        captured = _CapturedSocket()
+        super().handle_error(req, captured, addr, exc)
+        response = json_from_gunicorn_error(captured.data)
+        if response is None:
+            return
+        try:
+            util.write_nonblock(client, response)
+        except Exception:
+            self.log.debug("Failed to send error message.")
