@@ -162,10 +162,15 @@ def test_clients_that_never_close_do_not_stall_the_worker(live_server):
         (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(101)) + b"\r\n", 431),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
         (b"GET / HTTP/1.0\n\n", 400),  # bare LF
+        # answered now, not at the deadline: the parser refuses these from what has come
+        (b"GET / HTTP/1.1\nHost: x\n", 400),  # bare LF, no blank line yet
+        (b"GET /" + b"a" * 9000, 414),  # a request line past the limit, no end yet
+        # past the 32 KiB a head may take while it is read on the loop (within gunicorn's own limits)
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (n, b"v" * 800) for n in range(50)), 431),
     ],
 )
 def test_gunicorns_own_errors_are_json_with_the_security_headers(live_server, request_head, status):
-    server = live_server()
+    server = live_server({"HEAD_TIMEOUT_S": "60"})
     sock = connect(server)
     sock.sendall(request_head)
 
@@ -214,12 +219,16 @@ def test_pipelined_and_dripped_requests_on_one_connection_are_all_served(live_se
 
 
 def test_drips_slower_than_the_deadline_do_not_hold_threads(live_server):
-    """THREADS clients each holding a partial head: /health still answers at once."""
+    """Three times THREADS clients each holding a partial head, fresh or pipelined: /health still answers."""
     server = live_server({"THREADS": "2", "HEAD_TIMEOUT_S": "60"})
     dripping = []
     for number in range(6):  # three times the threads
         sock = connect(server)
         sock.sendall(b"GET /health HTTP/1.1\r\nX-Drip-%d: 1\r\n" % number)
+        dripping.append(sock)
+    for number in range(6):  # and as many that pipeline half a head behind a whole request
+        sock = connect(server)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nX-Drip-%d: 1\r\n" % number)
         dripping.append(sock)
     stop = threading.Event()
 

@@ -1,4 +1,4 @@
-"""The head-first worker's pure parts: when a head is whole, the longest head, the JSON error answers."""
+"""The head-first worker's pure parts: when the parser can answer, gunicorn's limits, the JSON error answers."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from fitflix import SECURITY_HEADERS
 from fitflix.serving.worker import (
     _CapturedSocket,
     error_response,
-    head_complete,
     json_from_gunicorn_error,
+    line_limit,
     max_head_bytes,
+    parser_can_answer,
 )
 
 
 @pytest.mark.parametrize(
-    ("data", "complete"),
+    ("data", "answerable"),
     [
         (b"", False),
         (b"GET / HTTP/1.1\r\n", False),
@@ -28,24 +29,40 @@ from fitflix.serving.worker import (
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
         (b"GET / HTTP/1.1\r\n\r\n", True),
         (b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", True),
-        (b"GET / HTTP/1.0\n\n", True),  # bare LF: the parser answers 400 now, not at the deadline
-        (b"x" * 101, True),  # past max_head: the parser refuses it from what it has
-        (b"x" * 100, False),
+        # a bare LF anywhere: gunicorn refuses it (400) rather than wait for more
+        (b"GET / HTTP/1.0\n", True),
+        (b"GET / HTTP/1.1\r\nHost: x\n", True),
+        # a first line past the line limit with no end yet: 414 from what is here
+        (b"GET /" + b"a" * 50, True),
+        (b"GET /" + b"a" * 40, False),
+        (b"GET /" + b"a" * 40 + b" HTTP/1.1\r\n" + b"X: y\r\n" * 5, False),  # the limit is the first line's only
+        (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 20, True),  # past max_head: 431 from what is here
     ],
 )
-def test_head_complete(data, complete):
-    assert head_complete(data, max_head=100) is complete
+def test_parser_can_answer(data, answerable):
+    assert parser_can_answer(data, line_limit=50, max_head=100) is answerable
 
 
-def cfg(line: int, fields: int, field_size: int) -> SimpleNamespace:
+def test_an_unlimited_request_line_waits_for_its_end():
+    assert not parser_can_answer(b"GET /" + b"a" * 5000, line_limit=None, max_head=10_000)
+
+
+def cfg(line: int, fields: int = 100, field_size: int = 8190) -> SimpleNamespace:
     return SimpleNamespace(limit_request_line=line, limit_request_fields=fields, limit_request_field_size=field_size)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"), [(cfg(4094), 4094), (cfg(0), None), (cfg(20000), 8190), (cfg(-1), 8190), (cfg(1), 1)]
+)
+def test_line_limit_is_gunicorns(config, expected):
+    assert line_limit(config) == expected
 
 
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
         (cfg(4094, 100, 8190), 4094 + 2 + 100 * 8192 + 4),  # gunicorn's defaults
-        (cfg(0, 100, 8190), 8190 + 2 + 100 * 8192 + 4),  # 0: no line limit, so gunicorn's 8190 ceiling
+        (cfg(0, 100, 8190), 1024 * 1024 + 2 + 100 * 8192 + 4),  # 0: no line limit; its fast parser's 1 MiB
         (cfg(20000, 100, 8190), 8190 + 2 + 100 * 8192 + 4),  # above the ceiling: the ceiling
         (cfg(100, 0, 0), 100 + 2 + 32768 * 8192 + 4),  # 0 fields and 0 size: gunicorn's own maxima
     ],

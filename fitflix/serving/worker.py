@@ -54,23 +54,37 @@ DEFAULT_HEAD_TIMEOUT_S = 10  # when the worker runs without the FitFlix plan (se
 # gunicorn's error page: "HTTP/1.1 <status> <reason>" ... "<h1><p>reason</p></h1> message </body>"
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
 _ERROR_MESSAGE = re.compile(rb"</h1>(.*?)</body>", re.DOTALL)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+# What one connection's head may take while it is read here: every open connection
+# can be mid-head at once, so 1,000 of them hold 32 MiB at most (nginx allows 4 x 8 KiB).
+HEAD_BUFFER_MAX = 32 * 1024
 
 
-def head_complete(data: bytes | bytearray, max_head: int) -> bool:
-    """Whether `data` holds a whole request head, or more than any head gunicorn accepts.
+def parser_can_answer(data: bytes | bytearray, line_limit: int | None, max_head: int) -> bool:
+    """Whether gunicorn's parser can answer from `data` alone, so no request thread waits on the client.
 
-    A bare-LF blank line counts as an end too: gunicorn's parser then answers
-    400 at once instead of the client waiting for the deadline. A head past
-    `max_head` goes to the parser, which refuses it (414 or 431) from the
-    bytes it already has.
+    A whole head (CRLF CRLF), or one the parser refuses from what is here: a
+    bare LF anywhere (gunicorn rejects it rather than wait), a first line
+    already past `line_limit` (414), more than `max_head` bytes (431).
     """
-    return b"\r\n\r\n" in data or b"\n\n" in data or len(data) > max_head
+    if b"\r\n\r\n" in data or _BARE_LF.search(data):
+        return True
+    if line_limit is not None and b"\r\n" not in data and len(data) - 2 > line_limit:
+        return True
+    return len(data) > max_head
+
+
+def line_limit(cfg) -> int | None:
+    """The request line limit gunicorn's parser applies (gunicorn/http/message.py); None: unlimited."""
+    if cfg.limit_request_line == 0:
+        return None
+    return cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else MAX_REQUEST_LINE
 
 
 def max_head_bytes(cfg) -> int:
     """The longest head gunicorn's parser can accept under `cfg` (gunicorn/http/message.py)."""
-    line = cfg.limit_request_line if 0 < cfg.limit_request_line < MAX_REQUEST_LINE else MAX_REQUEST_LINE
-    fields = cfg.limit_request_fields if cfg.limit_request_fields > 0 else 32768
+    line = line_limit(cfg) or 1024 * 1024  # unlimited: the 1 MiB its fast parser uses
+    fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= 32768 else 32768
     field_size = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else 8190
     return line + 2 + fields * (field_size + 2) + 4
 
@@ -134,6 +148,7 @@ class HeadFirstWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         plan = RUNTIME.plan
         self.head_timeout_s = getattr(plan, "head_timeout_s", DEFAULT_HEAD_TIMEOUT_S)
+        self.line_limit = line_limit(self.cfg)
         self.max_head = max_head_bytes(self.cfg)
         # Connections whose head is being read, by deadline (all get the same timeout).
         self.head_conns: deque[_Conn] = deque()
@@ -170,6 +185,24 @@ class HeadFirstWorker(ThreadWorker):
         if self.nr_conns >= self.worker_connections:
             self._cut_longest_idle()
 
+    def enqueue_req(self, conn) -> None:
+        """To a request thread, unless gthread sends one whose buffered next head is not whole yet.
+
+        gthread's finish_request hands a kept-alive connection straight back to
+        a thread when the last read took in bytes of the next request: a client
+        that pipelines half a head would then hold that thread. Those bytes
+        become the start of a head read here.
+        """
+        if conn.head is None and conn.parser is not None and self.reads_heads(conn.client):
+            buffered = conn.parser.unreader.buf.getvalue()
+            if buffered and not parser_can_answer(buffered, self.line_limit, self.max_head):
+                conn.parser.unreader.take_buffered()
+                conn.head = bytearray(buffered)
+                conn.sock.setblocking(False)
+                self._read_head(conn)
+                return
+        super().enqueue_req(conn)
+
     def on_client_socket_readable(self, conn, client) -> None:
         """A kept-alive connection has bytes: read its next head here too."""
         self.poller.unregister(client)
@@ -190,7 +223,7 @@ class HeadFirstWorker(ThreadWorker):
         if conn.head is None:
             return  # handed over or closed by an earlier event of the same select()
         try:
-            data = conn.sock.recv(READ_SIZE)
+            data = conn.sock.recv(max(1, HEAD_BUFFER_MAX + 1 - len(conn.head)))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -200,9 +233,16 @@ class HeadFirstWorker(ThreadWorker):
             self._close(conn)
             return
         conn.head += data
-        if head_complete(conn.head, self.max_head):
+        if parser_can_answer(conn.head, self.line_limit, self.max_head):
             self._drop_head(conn)
             self._hand_over(conn)
+        elif len(conn.head) > HEAD_BUFFER_MAX:
+            self._drop_head(conn)
+            peer = conn.client[0] if conn.client else ""  # a unix socket's peer has no address
+            self.log.warning("Invalid request from ip=%s: request head over %s bytes", peer, HEAD_BUFFER_MAX)
+            status = (414, "URI Too Long") if b"\r\n" not in conn.head else (431, "Request Header Fields Too Large")
+            self._answer(conn, error_response(*status, f"The request head is over {HEAD_BUFFER_MAX} bytes."))
+            self._close(conn)
 
     def _drop_head(self, conn: _Conn) -> None:
         self.head_conns.remove(conn)
