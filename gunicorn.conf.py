@@ -35,7 +35,15 @@ max_requests_jitter = plan.max_requests_jitter
 
 # A request stuck this long gets its worker replaced.
 timeout = plan.timeout_s
-# Render and Heroku SIGKILL 30 s after SIGTERM: in-flight requests get 25 s.
+# SIGTERM to SIGKILL is 30 s on Render (maxShutdownDelaySeconds), Heroku and
+# Kubernetes (terminationGracePeriodSeconds), by default. Of those 30 s:
+#   DRAIN_S (5)         /health/ready answers 503 while the service still serves,
+#                       so balancers stop sending before anything is refused
+#                       (the hooks replace gunicorn's SIGTERM handler: hooks.when_ready);
+#   graceful_timeout    25 - DRAIN_S (20): the listeners close, what waits in the
+#                       backlog is accepted, in-flight requests finish;
+#   5 s                 the master reaps its workers and exits.
+# Raise DRAIN_S for a balancer that checks less often, and the platform's window with it.
 # https://render.com/docs/deploys#zero-downtime-deploys
 graceful_timeout = plan.graceful_timeout_s
 

@@ -148,8 +148,10 @@ def liveness():
     return _varies(jsonify(status="OK"))
 
 
-def readiness_problem(worker_alive: bool, status: str, fail_on_critical: bool) -> str | None:
+def readiness_problem(worker_alive: bool, status: str, fail_on_critical: bool, draining: bool = False) -> str | None:
     """Why this worker should get no traffic now; None when it should."""
+    if draining:
+        return "draining"
     if not worker_alive:
         return "this worker is shutting down"
     if fail_on_critical and status == "CRITICAL":
@@ -159,13 +161,16 @@ def readiness_problem(worker_alive: bool, status: str, fail_on_critical: bool) -
 
 @health.get("/ready")
 def readiness():
-    """503 while this worker shuts down, and on CRITICAL memory when READY_FAIL_ON_CRITICAL=true."""
+    """503 while the service drains or this worker stops, and on CRITICAL memory with READY_FAIL_ON_CRITICAL=true."""
     context = health_context(current_app)
     status = "OK"
     if context.settings.ready_fail_on_critical:
         report = context.probe.report(RUNTIME.role, RUNTIME.master_pid)
         status = memory_status(report.used_percent, context.plan.warn_percent, context.plan.critical_percent)
-    problem = readiness_problem(getattr(RUNTIME.worker, "alive", True), status, context.settings.ready_fail_on_critical)
+    draining = RUNTIME.shared is not None and RUNTIME.shared.draining()
+    problem = readiness_problem(
+        getattr(RUNTIME.worker, "alive", True), status, context.settings.ready_fail_on_critical, draining
+    )
     code = 503 if problem else 200
     if _negotiated() == HEALTH_JSON:
         document = {"status": "fail" if problem else "pass", "serviceId": SERVICE_NAME}

@@ -43,6 +43,8 @@ class Settings:
     worker_timeout_s: int = 30
     # A client gets this long to send a whole request head (fitflix.serving.worker).
     head_timeout_s: int = 10
+    # On SIGTERM, /health/ready answers 503 and the service keeps serving this long (hooks.Drain).
+    drain_s: int = 5
     memory_warn_percent: int = 80
     memory_critical_percent: int = 90
     memory_log_interval_s: int = 60
@@ -91,6 +93,9 @@ class Settings:
             ),
             head_timeout_s=reader.whole(
                 "HEAD_TIMEOUT_S", defaults.head_timeout_s, 1, 300, "a whole number of seconds from 1 to 300"
+            ),
+            drain_s=reader.whole(
+                "DRAIN_S", defaults.drain_s, 0, 20, "a whole number of seconds from 0 (stop at once) to 20"
             ),
             memory_warn_percent=reader.whole(
                 "MEMORY_WARN_PERCENT", defaults.memory_warn_percent, 1, 99, "a whole percentage from 1 to 99"

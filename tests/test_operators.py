@@ -59,17 +59,19 @@ def test_readiness(fake_machine_app, monkeypatch, alive, usage_mb, fail_on_criti
 
 
 @pytest.mark.parametrize(
-    ("alive", "status", "fail_on_critical", "problem"),
+    ("alive", "status", "fail_on_critical", "draining", "problem"),
     [
-        (True, "OK", True, None),
-        (True, "WARNING", True, None),
-        (True, "CRITICAL", False, None),
-        (True, "CRITICAL", True, "memory is critical"),
-        (False, "OK", False, "this worker is shutting down"),
+        (True, "OK", True, False, None),
+        (True, "WARNING", True, False, None),
+        (True, "CRITICAL", False, False, None),
+        (True, "CRITICAL", True, False, "memory is critical"),
+        (False, "OK", False, False, "this worker is shutting down"),
+        (True, "OK", False, True, "draining"),
+        (False, "CRITICAL", True, True, "draining"),  # the service-wide reason first
     ],
 )
-def test_readiness_problem(alive, status, fail_on_critical, problem):
-    assert readiness_problem(alive, status, fail_on_critical) == problem
+def test_readiness_problem(alive, status, fail_on_critical, draining, problem):
+    assert readiness_problem(alive, status, fail_on_critical, draining) == problem
 
 
 # --- application/health+json ------------------------------------------------------------------

@@ -42,6 +42,8 @@ BAD_VALUES = [
     ("WORKER_TIMEOUT_S", "30s", "a whole number of seconds from 1 to 3600"),
     ("HEAD_TIMEOUT_S", "0", "a whole number of seconds from 1 to 300"),
     ("HEAD_TIMEOUT_S", "301", "a whole number of seconds from 1 to 300"),
+    ("DRAIN_S", "21", "a whole number of seconds from 0 (stop at once) to 20"),
+    ("DRAIN_S", "-1", "a whole number of seconds from 0 (stop at once) to 20"),
     ("MEMORY_WARN_PERCENT", "100", "a whole percentage from 1 to 99"),
     ("MEMORY_WARN_PERCENT", "0", "a whole percentage from 1 to 99"),
     ("MEMORY_CRITICAL_PERCENT", "101", "a whole percentage from 2 to 100"),

@@ -279,6 +279,14 @@ def test_plan_carries_the_settings_it_serves():
     assert plan.as_dict()["workers"] == plan.workers
 
 
+@pytest.mark.parametrize(("drain", "graceful"), [("0", 25), ("5", 20), ("20", 5)])
+def test_drain_and_graceful_timeout_share_25_of_the_platforms_30_s(drain, graceful):
+    plan = make_plan(Settings.from_env({"DRAIN_S": drain, "HEAD_TIMEOUT_S": "7"}), container(512, 2))
+
+    assert (plan.drain_s, plan.graceful_timeout_s, plan.head_timeout_s) == (int(drain), graceful, 7)
+    assert plan.drain_s + plan.graceful_timeout_s == 25
+
+
 def test_no_jitter_without_max_requests():
     plan = make_plan(Settings.from_env({"MAX_REQUESTS": "0"}), container(512, 2))
 

@@ -203,3 +203,25 @@ def test_the_planned_worker_count_is_shared_with_workers(state):
     state.set_planned_workers(3)
 
     assert in_child(state.planned_workers) == 3
+
+
+def test_cut_counts_from_children_add_up_by_reason(state):
+    def child() -> int:
+        state.count_cuts({"slow_head": 2, "silent": 1})
+        return 0
+
+    assert in_child(child) == 0 and in_child(child) == 0
+    state.count_cuts({"idle_at_cap": 3})
+
+    assert state.cut_counts() == {"slow_head": 4, "silent": 2, "idle_at_cap": 3}
+
+
+def test_draining_set_by_the_master_is_seen_by_a_worker_and_touches_no_other_field(state):
+    state.set_planned_workers(3)
+    state.count_cuts({"silent": 1})
+    assert in_child(lambda: int(state.draining())) == 0
+
+    state.set_draining()
+
+    assert in_child(lambda: int(state.draining())) == 1
+    assert state.planned_workers() == 3 and state.cut_counts()["silent"] == 1

@@ -19,6 +19,7 @@ from pathlib import Path
 from fitflix.memory.process import read_smaps_rollup
 from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving import backstop
+from fitflix.serving.drain import Drain
 from fitflix.serving.sizing import MIB, Plan, budget_problem, make_plan, plan_changes, resize_plan
 from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor, WorkerRecycler, clean_up
@@ -145,6 +146,8 @@ def when_ready(server) -> None:
             "HEALTH_TOKEN is not set: /health/memory, /metrics and the memory page show figures and pids "
             "to anyone who can reach them"
         )
+    # SIGTERM drains first (the arbiter looks its handlers up by name on each signal).
+    server.handle_term = Drain(server, lambda: RUNTIME.plan.drain_s, RUNTIME.shared).handle_term
     if not settings.memory_recycling:
         return
     # The workers are the arbiter's own (server.WORKERS), never every child in /proc:

@@ -22,9 +22,11 @@ MASTER_RESERVE_MB = 48
 # 256 MB per worker that Heroku's Python buildpack assumes.
 DEFAULT_WORKER_MB = 256
 
-# Render sends SIGKILL 30 s after SIGTERM (Heroku too): in-flight requests get
-# 25 s to finish, and the master 5 s to reap and exit.
-GRACEFUL_TIMEOUT_S = 25
+# Render, Heroku and Kubernetes send SIGKILL 30 s after SIGTERM (by default).
+# The drain (DRAIN_S, still serving while balancers notice /health/ready's 503)
+# and then the graceful timeout (in-flight requests finish) share 25 s of it,
+# which leaves the master 5 s to reap its workers and exit.
+SHUTDOWN_BUDGET_S = 25
 
 # gunicorn's gthread worker with request heads read on its event loop, so a
 # slow client never holds a request thread (fitflix/serving/worker.py).
@@ -69,6 +71,7 @@ class Plan:
     timeout_s: int
     graceful_timeout_s: int
     head_timeout_s: int
+    drain_s: int
     warn_percent: int
     critical_percent: int
     budget_from_env: bool = False  # WORKER_MAX_MEMORY_MB fixed the budget; it stays when workers change
@@ -155,8 +158,9 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         max_requests=settings.max_requests,
         max_requests_jitter=settings.max_requests_jitter if settings.max_requests else 0,
         timeout_s=settings.worker_timeout_s,
-        graceful_timeout_s=GRACEFUL_TIMEOUT_S,
+        graceful_timeout_s=SHUTDOWN_BUDGET_S - settings.drain_s,
         head_timeout_s=settings.head_timeout_s,
+        drain_s=settings.drain_s,
         warn_percent=settings.memory_warn_percent,
         critical_percent=settings.memory_critical_percent,
         budget_from_env=settings.worker_max_memory_mb is not None,

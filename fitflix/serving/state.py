@@ -4,8 +4,9 @@
 first fork, so every worker inherits it: recycle counts by reason, the pid of
 the worker now recycling for memory (one at a time), the pid the guard asked
 to leave, the worker count the budgets are planned for (it follows TTIN and
-TTOU), the pids of the workers that booted, requests served, and the
-connections the workers cut (slow heads, silent and idle connections). Writers hold a POSIX record lock (per
+TTOU), the pids of the workers that booted, requests served, the
+connections the workers cut (slow heads, silent and idle connections), and
+whether the master is draining. Writers hold a POSIX record lock (per
 process) and a thread lock (per thread); readers take a torn-free copy under
 the same locks. The one write on every request, a worker's own request
 count, goes to a slot only that worker writes, without a lock.
@@ -28,10 +29,12 @@ REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
 # Why a worker closed a connection that had not sent a whole request head (fitflix.serving.worker).
 CUT_REASONS = ("slow_head", "silent", "idle_at_cap")
 # counts by reason, memory-recycling pid, guard target pid, requests of workers gone, planned workers,
-# connections cut by reason
-_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS))
+# connections cut by reason, draining (1 from the master's SIGTERM on)
+_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS) + "q")
 _RECYCLING, _GUARD_TARGET, _RETIRED, _PLANNED = (len(REASONS) + offset for offset in range(4))
 _CUTS = _PLANNED + 1
+_DRAINING = _CUTS + len(CUT_REASONS)
+_DRAINING_OFFSET = _DRAINING * 8
 _PLANNED_OFFSET = _PLANNED * 8
 _PLANNED_FIELD = struct.Struct("<q")
 _SLOT = struct.Struct("<qQ")  # worker pid, requests it has served
@@ -137,6 +140,15 @@ class SharedState:
     def cut_counts(self) -> dict[str, int]:
         with self._locked() as fields:
             return dict(zip(CUT_REASONS, fields[_CUTS : _CUTS + len(CUT_REASONS)], strict=True))
+
+    def set_draining(self) -> None:
+        """The master got SIGTERM: every worker's /health/ready answers 503 from now on."""
+        with self._locked() as fields:
+            fields[_DRAINING] = 1
+
+    def draining(self) -> bool:
+        """No lock: read on every readiness probe; one aligned 8-byte load."""
+        return _PLANNED_FIELD.unpack_from(self._map, _DRAINING_OFFSET)[0] == 1
 
     def set_requests(self, index: int, served: int) -> None:
         """The worker's own count, written by that worker alone (no lock: one aligned 8-byte store)."""

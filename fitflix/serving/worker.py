@@ -155,6 +155,7 @@ class HeadFirstWorker(ThreadWorker):
         self.cuts: Counter[str] = Counter()  # not yet logged
         self.cuts_unshared: Counter[str] = Counter()  # not yet in the shared counts
         self.cuts_logged_at = -CUT_LOG_INTERVAL_S  # the first cut is logged at once
+        self.backlog_taken = False  # the listen backlog was accepted for the stop (set_accept_enabled)
         # Sockets closing: (deadline, socket, bytes drained), by deadline.
         self.lingering: deque[list] = deque()
 
@@ -168,40 +169,53 @@ class HeadFirstWorker(ThreadWorker):
             or negotiation.prior_knowledge_allowed(cfg, client)
         )
 
-    def accept(self, listener) -> None:
+    def accept(self, listener) -> bool:
+        """Take one connection from the listen backlog; False when none is waiting."""
         try:
             client_sock, client_addr = listener.accept()
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return error.errno == errno.ECONNABORTED  # one gone before its accept: others may wait
         self.nr_conns += 1
         conn = _Conn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         if not self.reads_heads(client_addr):
             self.enqueue_req(conn)
-            return
+            return True
         conn.head = bytearray()
         self._read_head(conn)
-        if self.nr_conns >= self.worker_connections:
-            self._cut_longest_idle()
+        if self.nr_conns >= self.worker_connections and self.alive:  # a stopping worker takes its whole backlog
+            self._cut_longest_idle(newest=conn)
+        return True
 
-    def enqueue_req(self, conn) -> None:
-        """To a request thread, unless gthread sends one whose buffered next head is not whole yet.
+    def set_accept_enabled(self, enabled: bool) -> None:
+        """When the service stops: take what waits in the listen backlog, then close this worker's listeners.
 
-        gthread's finish_request hands a kept-alive connection straight back to
-        a thread when the last read took in bytes of the next request: a client
-        that pipelines half a head would then hold that thread. Those bytes
-        become the start of a head read here.
+        gthread only stops watching its listeners, and closes them at exit; the
+        kernel resets every connection still queued when the last copy of a
+        listening socket closes. The master closes its copies before it sends
+        SIGTERM; each worker accepts what is queued and closes its own at once,
+        so the queue is empty when the socket goes, and a later connection is
+        refused at once instead of queued and reset (after the drain, no
+        balancer that saw /health/ready's 503 sends one). A worker that leaves
+        on its own (recycled, SIGHUP) leaves the backlog to the others.
         """
-        if conn.head is None and conn.parser is not None and self.reads_heads(conn.client):
-            buffered = conn.parser.unreader.buf.getvalue()
-            if buffered and not parser_can_answer(buffered, self.line_limit, self.max_head):
-                conn.parser.unreader.take_buffered()
-                conn.head = bytearray(buffered)
-                conn.sock.setblocking(False)
-                self._read_head(conn)
-                return
-        super().enqueue_req(conn)
+        # Once: gthread calls this on each turn of its loop while at the connection cap, and on the way out.
+        stopping = not enabled and not self.alive and not self.backlog_taken and self._service_stopping()
+        if stopping:
+            self.backlog_taken = True
+            for listener in self.sockets:
+                for _ in range(max(self.cfg.backlog, 1)):  # the queue holds at most `backlog` (listen(2))
+                    if not self.accept(listener):
+                        break
+        super().set_accept_enabled(enabled)
+        if stopping:
+            for listener in self.sockets:
+                listener.close()
+
+    @staticmethod
+    def _service_stopping() -> bool:
+        return RUNTIME.shared is not None and RUNTIME.shared.draining()
 
     def on_client_socket_readable(self, conn, client) -> None:
         """A kept-alive connection has bytes: read its next head here too."""
@@ -336,10 +350,13 @@ class HeadFirstWorker(ThreadWorker):
         except OSError:
             pass
 
-    def _cut_longest_idle(self) -> None:
-        """At the connection cap: close the connection idle longest, a kept-alive one or one silent since it came."""
+    def _cut_longest_idle(self, newest: _Conn) -> None:
+        """At the connection cap: make room for the next one by closing the connection idle longest.
+
+        A kept-alive one, or one silent since it came; never `newest`, just accepted, which has had no time to speak.
+        """
         kept = self.keepalived_conns[0] if self.keepalived_conns else None
-        silent = next((conn for conn in self.head_conns if not conn.head), None)
+        silent = next((conn for conn in self.head_conns if not conn.head and conn is not newest), None)
         # A kept-alive connection went idle `keepalive` before its timeout; a silent one when it came.
         kept_since = kept.timeout - self.cfg.keepalive if kept is not None else None
         silent_since = silent.head_deadline - self.head_timeout_s if silent is not None else None
