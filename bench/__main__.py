@@ -30,6 +30,7 @@ from bench import (
     neighbours,
     overhead,
     recycle,
+    rolling,
     slow_clients,
     spike,
     spike_sweep,
@@ -52,6 +53,7 @@ PARTS = {
     8: spike_sweep,
     9: neighbours,
     10: slow_clients,
+    11: rolling,
 }
 log = logging.getLogger("bench")
 

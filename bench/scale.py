@@ -23,6 +23,8 @@ class Scale:
     spike_sweep_time_limit_s: float  # the whole sweep; peers not reached by then are reported as not run
     neighbours_load_s: float  # light load on /health while a neighbour holds memory (part 9)
     slow_clients_probe_s: float  # probes of /health while slow and idle clients hold on (part 10)
+    rolling_rounds: int  # rounds of rolling restarts behind HAProxy, every instance once a round (part 11)
+    rolling_time_limit_s: float  # the bound on one peer's client load through HAProxy (part 11)
 
 
 FULL = Scale(
@@ -42,6 +44,8 @@ FULL = Scale(
     spike_sweep_time_limit_s=300,
     neighbours_load_s=20,
     slow_clients_probe_s=30,
+    rolling_rounds=2,
+    rolling_time_limit_s=150,
 )
 
 QUICK = Scale(
@@ -61,4 +65,6 @@ QUICK = Scale(
     spike_sweep_time_limit_s=120,
     neighbours_load_s=8,
     slow_clients_probe_s=12,  # past FitFlix's HEAD_TIMEOUT_S (10 s): the first cut heads and their reopens
+    rolling_rounds=1,
+    rolling_time_limit_s=90,
 )
