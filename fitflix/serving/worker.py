@@ -217,6 +217,24 @@ class HeadFirstWorker(ThreadWorker):
     def _service_stopping() -> bool:
         return RUNTIME.shared is not None and RUNTIME.shared.draining()
 
+    def enqueue_req(self, conn) -> None:
+        """To a request thread, unless gthread sends one whose buffered next head is not whole yet.
+
+        gthread's finish_request hands a kept-alive connection straight back to
+        a thread when the last read took in bytes of the next request: a client
+        that pipelines half a head would then hold that thread. Those bytes
+        become the start of a head read here.
+        """
+        if conn.head is None and conn.parser is not None and self.reads_heads(conn.client):
+            buffered = conn.parser.unreader.buf.getvalue()
+            if buffered and not parser_can_answer(buffered, self.line_limit, self.max_head):
+                conn.parser.unreader.take_buffered()
+                conn.head = bytearray(buffered)
+                conn.sock.setblocking(False)
+                self._read_head(conn)
+                return
+        super().enqueue_req(conn)
+
     def on_client_socket_readable(self, conn, client) -> None:
         """A kept-alive connection has bytes: read its next head here too."""
         self.poller.unregister(client)
