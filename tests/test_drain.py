@@ -84,9 +84,10 @@ def test_sigterm_fails_readiness_at_once_and_serves_through_the_drain(live_serve
 
 
 @pytest.mark.live
-def test_sigint_stays_fast_whatever_the_drain(live_server):
+@pytest.mark.parametrize("fast", [signal.SIGINT, signal.SIGQUIT])
+def test_sigint_and_sigquit_stay_fast_whatever_the_drain(live_server, fast):
     server = live_server({"DRAIN_S": "20"})
-    server.process.send_signal(signal.SIGINT)
+    server.process.send_signal(fast)
     assert server.process.wait(timeout=10) == 0  # far less than the 20 s drain
     assert "Draining" not in server.log()
 
