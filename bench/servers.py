@@ -22,7 +22,7 @@ from pathlib import Path
 from fitflix.memory.process import children_of, read_smaps_rollup
 from fitflix.serving.sizing import MIB
 from tests.support.cgroups import MemoryCgroup
-from tests.support.server import PROJECT, LiveServer
+from tests.support.server import PROJECT, LiveServer, plain_gunicorn_command
 from tests.support.wait import poll_until
 
 log = logging.getLogger("bench")
@@ -64,19 +64,7 @@ class PlainGunicorn(PeerServer):
     """`gunicorn -w N -c /dev/null`: sync workers, no preload, no hooks, no config file."""
 
     def server_command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "/dev/null",
-            "-b",
-            "127.0.0.1:0",
-            "-w",
-            str(self.peer.workers),
-            *self.peer.args,
-            self.peer.app,
-        ]
+        return plain_gunicorn_command("127.0.0.1:0", self.peer.workers, self.peer.app, self.peer.args)
 
 
 class Uwsgi(PeerServer):

@@ -25,7 +25,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.cgroups import MemoryCgroup
-from tests.support.server import LiveServer
+from tests.support.pipe import LogPipe, end
+from tests.support.server import LiveServer, plain_gunicorn_command
 from tests.support.wait import Timeout, poll_until
 
 HOST = "127.0.0.1"
@@ -186,9 +186,7 @@ class Balancer:
         self.stats_port = free_port()
         self.folder: Path | None = None
         self.process: subprocess.Popen | None = None
-        self._log_chunks: list[bytes] = []
-        self._log_lock = threading.Lock()
-        self._reader: threading.Thread | None = None
+        self._log: LogPipe | None = None
 
     def start(self, ready_timeout_s: float = 15.0) -> Balancer:
         """Start HAProxy and return once its stats page lists every server (UP or not)."""
@@ -204,8 +202,7 @@ class Balancer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        self._reader = threading.Thread(target=self._read_log, name="haproxy-log", daemon=True)
-        self._reader.start()
+        self._log = LogPipe(self.process, "haproxy-log")
         try:
             poll_until(lambda: set(self.states()) == set(self.servers), ready_timeout_s, "HAProxy's stats page")
         except Timeout as error:
@@ -213,14 +210,8 @@ class Balancer:
             raise Timeout(f"{error}\n--- haproxy log ---\n{self.log()}") from None
         return self
 
-    def _read_log(self) -> None:
-        for line in iter(self.process.stdout.readline, b""):
-            with self._log_lock:
-                self._log_chunks.append(line)
-
     def log(self) -> str:
-        with self._log_lock:
-            return b"".join(self._log_chunks).decode(errors="replace")
+        return self._log.text() if self._log is not None else ""
 
     def states(self) -> dict[str, ServerState]:
         """Every server's state now; {} while the stats page does not answer."""
@@ -253,17 +244,9 @@ class Balancer:
         """SIGTERM (HAProxy's hard stop) the process we started, wait, SIGKILL if it will not go."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self._reader is not None:
-            self._reader.join(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        end(self.process, timeout_s)
+        if self._log is not None:
+            self._log.close()
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
         return self.process.returncode
@@ -284,18 +267,7 @@ class PlainGunicornOnPort(LiveServer):
         self.workers = workers
 
     def server_command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "/dev/null",
-            "-b",
-            f"{HOST}:{self.fixed_port}",
-            "-w",
-            str(self.workers),
-            self.app,
-        ]
+        return plain_gunicorn_command(f"{HOST}:{self.fixed_port}", self.workers, self.app)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
+from tests.support.pipe import LogPipe, end
 from tests.support.wait import Timeout, poll_until
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -53,11 +53,7 @@ class LiveServer:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.master_pid: int | None = None
-        # The log goes through a pipe into this process: written to a file, it
-        # would be page cache charged to the server's own cgroup.
-        self._log_chunks: list[bytes] = []
-        self._log_lock = threading.Lock()
-        self._reader: threading.Thread | None = None
+        self._log: LogPipe | None = None  # never a file: see tests/support/pipe.py
 
     def server_command(self) -> list[str]:
         """gunicorn with the project's gunicorn.conf.py (the benchmarks' peers start other servers).
@@ -84,8 +80,7 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        self._reader = threading.Thread(target=self._read_log, name="live-server-log", daemon=True)
-        self._reader.start()
+        self._log = LogPipe(self.process, "live-server-log")
         try:
             self.find_port(ready_timeout_s)
             poll_until(self._answers, ready_timeout_s, "the first 200 from /health")
@@ -94,14 +89,8 @@ class LiveServer:
             raise Timeout(f"{error}\n--- server log ---\n{self.log()}") from None
         return self
 
-    def _read_log(self) -> None:
-        for line in iter(self.process.stdout.readline, b""):
-            with self._log_lock:
-                self._log_chunks.append(line)
-
     def log(self) -> str:
-        with self._log_lock:
-            return b"".join(self._log_chunks).decode(errors="replace")
+        return self._log.text() if self._log is not None else ""
 
     def find_port(self, timeout_s: float) -> None:
         """The port and master pid from gunicorn's `Listening at:` line."""
@@ -148,13 +137,7 @@ class LiveServer:
         """SIGTERM the process we started, wait, SIGKILL if it will not go; return its exit code."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end(self.process, timeout_s)
         if self.cgroup is not None:
             self._kill_leftovers()
         return self.process.returncode
@@ -162,10 +145,8 @@ class LiveServer:
     def close(self) -> None:
         """Stop the server and close the log pipe."""
         self.stop()
-        if self._reader is not None:
-            self._reader.join(10)
-        if self.process is not None and self.process.stdout is not None:
-            self.process.stdout.close()
+        if self._log is not None:
+            self._log.close()
 
     def _kill_leftovers(self) -> None:
         """Workers of ours that outlived their master, found in our own cgroup."""
@@ -175,6 +156,11 @@ class LiveServer:
             except ProcessLookupError:
                 pass
         poll_until(lambda: not self.cgroup.pids(), 10, "the test cgroup to empty")
+
+
+def plain_gunicorn_command(bind: str, workers: int, app: str, args: tuple[str, ...] = ()) -> list[str]:
+    """The peer the benchmarks and the drill compare against: `gunicorn -c /dev/null`, no config, no hooks."""
+    return [sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-b", bind, "-w", str(workers), *args, app]
 
 
 def run_to_exit(
