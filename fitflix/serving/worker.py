@@ -148,6 +148,13 @@ class HeadFirstWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         plan = RUNTIME.plan
         self.head_timeout_s = getattr(plan, "head_timeout_s", DEFAULT_HEAD_TIMEOUT_S)
+        cfg = self.cfg
+        # Settled at start (gunicorn's settings are properties, looked up on each access): what no peer changes.
+        self.plain_http = not (
+            cfg.is_ssl
+            or getattr(cfg, "protocol", "http") != "http"
+            or getattr(cfg, "proxy_protocol", "off") not in ("off", False, None)
+        )
         self.line_limit = line_limit(self.cfg)
         self.max_head = max_head_bytes(self.cfg)
         # Connections whose head is being read, by deadline (all get the same timeout).
@@ -161,13 +168,7 @@ class HeadFirstWorker(ThreadWorker):
 
     def reads_heads(self, client) -> bool:
         """Whether this connection's first bytes are a plain HTTP/1 head, read here."""
-        cfg = self.cfg
-        return not (
-            cfg.is_ssl
-            or getattr(cfg, "protocol", "http") != "http"
-            or getattr(cfg, "proxy_protocol", "off") not in ("off", False, None)
-            or negotiation.prior_knowledge_allowed(cfg, client)
-        )
+        return self.plain_http and not negotiation.prior_knowledge_allowed(self.cfg, client)
 
     def accept(self, listener) -> bool:
         """Take one connection from the listen backlog; False when none is waiting."""
@@ -287,7 +288,7 @@ class HeadFirstWorker(ThreadWorker):
         conn.parser.unreader.unread(bytes(conn.head))
         conn.head = None
         conn.data_ready = True  # gthread's handle() must not wait for data again
-        self.enqueue_req(conn)
+        ThreadWorker.enqueue_req(self, conn)  # whole, just checked: not through enqueue_req's second look
 
     def _close(self, conn: _Conn) -> None:
         conn.head = None

@@ -404,15 +404,15 @@ class Instance:
                 return time.monotonic()
             return None
 
+        def exited() -> bool:
+            nonlocal down_at
+            if down_at is None:  # HAProxy's DOWN is caught on the way, while the old one drains
+                down_at = seen_down()
+            return old.process.poll() is not None
+
         sigterm_at = time.monotonic()
         old.process.send_signal(signal.SIGTERM)
-        deadline = sigterm_at + exit_timeout_s
-        while old.process.poll() is None:
-            if down_at is None:
-                down_at = seen_down()
-            if time.monotonic() > deadline:
-                raise Timeout(f"{self.name} (master {old_master}) still running {exit_timeout_s:.0f} s after SIGTERM")
-            time.sleep(STATS_POLL_S)  # the poll interval, not a wait for a state
+        poll_until(exited, exit_timeout_s, f"{self.name} (master {old_master}) to exit after SIGTERM", STATS_POLL_S)
         exited_at = time.monotonic()
         exit_code = old.process.returncode
         self._retire()
