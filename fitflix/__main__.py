@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from fitflix.memory.process import read_smaps_rollup
+from fitflix.memory.portable import own_rss_bytes
 from fitflix.memory.service import measure_container
-from fitflix.serving.sizing import MIB, budget_problem, make_plan
+from fitflix.serving.sizing import MIB, PlanError, budget_problem, make_plan
 from fitflix.settings import SettingsError, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,11 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
     """(name, value, where it came from) for every input and derived value."""
     return [
         ("limit", f"{plan.limit_mb} MB", plan.limit_source),
-        ("host memory", f"{container.host_memory_bytes // MIB} MB", "/proc/meminfo"),
+        (
+            "host memory",
+            "unknown" if container.host_memory_bytes is None else f"{container.host_memory_bytes // MIB} MB",
+            container.host_memory_source,
+        ),
         (
             "cgroup limit",
             f"{container.cgroup_limit_bytes // MIB} MB" if container.cgroup_limit_bytes else "none",
@@ -62,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{error}\n")
         return 2
     container = measure_container()
-    plan = make_plan(settings, container)
+    try:
+        plan = make_plan(settings, container)
+    except PlanError as error:
+        sys.stderr.write(f"FitFlix cannot start: {error}\n")
+        return 2
     import wsgi  # noqa: F401  (the app, as the master preloads it, for a real baseline)
 
-    baseline = read_smaps_rollup("self")
-    baseline_mb = baseline.rss_bytes / MIB if baseline else 0.0
+    baseline = own_rss_bytes()
+    baseline_mb = baseline / MIB if baseline else 0.0
     problem = budget_problem(plan, baseline_mb, settings.worker_max_memory_mb is not None)
     if args.json:
         document = {

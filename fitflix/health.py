@@ -67,7 +67,12 @@ def health_context(app: Flask) -> HealthContext:
     if context is None:
         settings: Settings = app.config["FITFLIX_SETTINGS"]
         plan = RUNTIME.plan if isinstance(RUNTIME.plan, Plan) else make_plan(settings, measure_container())
-        probe = MemoryProbe((plan.limit_mb, plan.limit_source), worker_pids=_worker_pids)
+        shared = RUNTIME.shared
+        probe = MemoryProbe(
+            (plan.limit_mb, plan.limit_source),
+            worker_pids=_worker_pids,
+            published=shared.published_memory if shared is not None else None,
+        )
         context = HealthContext(settings, plan, probe)
         app.extensions["fitflix.health"] = context
     return context
@@ -195,7 +200,8 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
     document = {
         "status": status,
         "memory": {
-            "rss": _mb(report.service_pss_bytes),
+            # The whole service's own memory: PSS summed where the host gives it (see usedSource).
+            "rss": _mb(report.service_pss_bytes if report.service_pss_bytes is not None else report.used_bytes),
             "heapUsed": _mb(heap.used_bytes) if heap else None,
             "heapTotal": _mb(heap.total_bytes) if heap else None,
             "external": None,
@@ -233,10 +239,15 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
                 "rssBytes": process.memory.rss_bytes,
                 "pssBytes": process.memory.pss_bytes,
                 "ussBytes": process.memory.uss_bytes,
+                "peakRssBytes": process.memory.peak_rss_bytes,
+                "source": process.memory.source,
+                "unavailable": dict(process.memory.unavailable),
             }
             for process in report.processes
         ],
         "servicePssBytes": report.service_pss_bytes,
+        # Why a figure above is null: {"servicePssBytes": "..."}; empty where every figure was read.
+        "unavailable": dict(report.unavailable),
         "thresholds": {
             "warnPercent": plan.warn_percent,
             "criticalPercent": plan.critical_percent,
@@ -281,11 +292,14 @@ def memory_health_json(document: dict, status: str, fail_on_critical: bool) -> d
         "memory:utilization": [check("container", document["memory"]["usage"], "percent", state=overall)],
         "memory:used": [check("container", container["usedBytes"], "bytes", state=overall)],
         "memory:limit": [check("container", container["limitBytes"], "bytes")],
-        "memory:pss": [
-            check(f"{process['role']}:{process['pid']}", process["pssBytes"], "bytes", "component")
-            for process in document["processes"]
-        ],
     }
+    pss = [
+        check(f"{process['role']}:{process['pid']}", process["pssBytes"], "bytes", "component")
+        for process in document["processes"]
+        if process["pssBytes"] is not None  # no PSS off Linux: no check, rather than a null one
+    ]
+    if pss:
+        checks["memory:pss"] = pss
     if container["oomKills"] is not None:
         checks["memory:oomKills"] = [check("container", container["oomKills"], "count")]
     result = {"status": overall, "serviceId": SERVICE_NAME, "description": "FitFlix backend memory", "checks": checks}

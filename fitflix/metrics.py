@@ -1,6 +1,6 @@
 """`/metrics` in the Prometheus text format, gathered at scrape time.
 
-No multiprocess directory: the whole service's figures come from /proc, the
+No multiprocess directory: the whole service's figures come from /proc (or psutil), the
 cgroup and the master's shared counts when the scrape arrives, so any worker
 can answer for all of them and no stale `.db` files pile up. The figures are
 the same `MemoryReport` that `/health/memory` serves (cached for a second).
@@ -77,9 +77,10 @@ class ServiceCollector:
                 "fitflix_container_oom_kills", "Kernel OOM kills inside the cgroup", value=cgroup_memory.oom_kills
             )
 
-        yield GaugeMetricFamily(
-            "fitflix_service_pss_bytes", "Sum of PSS over master and workers", value=report.service_pss_bytes
-        )
+        if report.service_pss_bytes is not None:  # no PSS where /proc is missing: no sample, rather than 0
+            yield GaugeMetricFamily(
+                "fitflix_service_pss_bytes", "Sum of PSS over master and workers", value=report.service_pss_bytes
+            )
         families = {
             "rss": GaugeMetricFamily("fitflix_process_rss_bytes", "Resident set size", labels=["pid", "role"]),
             "pss": GaugeMetricFamily("fitflix_process_pss_bytes", "Proportional set size", labels=["pid", "role"]),
@@ -91,9 +92,13 @@ class ServiceCollector:
         }
         for process in report.processes:
             labels = [str(process.memory.pid), process.role]
-            families["rss"].add_metric(labels, process.memory.rss_bytes)
-            families["pss"].add_metric(labels, process.memory.pss_bytes)
-            families["uss"].add_metric(labels, process.memory.uss_bytes)
+            for name, value in (
+                ("rss", process.memory.rss_bytes),
+                ("pss", process.memory.pss_bytes),
+                ("uss", process.memory.uss_bytes),
+            ):
+                if value is not None:  # a figure this host cannot give has no sample
+                    families[name].add_metric(labels, value)
         yield from families.values()
         yield GaugeMetricFamily(
             "fitflix_workers", "Worker processes now", value=sum(1 for p in report.processes if p.role == "worker")

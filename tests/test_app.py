@@ -97,9 +97,13 @@ def test_health_memory_figures_from_a_fake_machine(fake_machine_app):
             "rssBytes": 60 * MIB,
             "pssBytes": 40 * MIB,
             "ussBytes": 16 * MIB,
+            "peakRssBytes": None,
+            "source": "smaps_rollup",
+            "unavailable": {},
         }
     ]
     assert body["servicePssBytes"] == 40 * MIB
+    assert body["unavailable"] == {}
     assert body["clustering"]["enabled"] is False
     assert body["clustering"]["plannedWorkers"] == 1
     assert body["thresholds"] == {

@@ -16,11 +16,23 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 @dataclass(frozen=True)
 class ProcessMemory:
+    """One process's figures; None where this host cannot give one, with the reason in `unavailable`."""
+
     pid: int
-    rss_bytes: int
-    pss_bytes: int
-    uss_bytes: int  # Private_Clean + Private_Dirty: what ending the process gives back
-    swap_bytes: int
+    rss_bytes: int | None
+    pss_bytes: int | None
+    uss_bytes: int | None  # Private_Clean + Private_Dirty: what ending the process gives back
+    swap_bytes: int | None
+    source: str = "smaps_rollup"  # or psutil, getrusage peak, or a worker's own report
+    peak_rss_bytes: int | None = None  # the most it ever held (getrusage), where the current RSS cannot be had
+    unavailable: tuple[tuple[str, str], ...] = ()  # (JSON name of a figure, why it is None)
+
+    def private_bytes(self) -> int | None:
+        """The best figure for what ending it gives back: USS, else RSS, else its peak (both too high)."""
+        for value in (self.uss_bytes, self.rss_bytes, self.peak_rss_bytes):
+            if value is not None:
+                return value
+        return None
 
 
 class StatmReader:
@@ -33,6 +45,9 @@ class StatmReader:
     measured), which is why the recycler reads it only as often as the room
     below the threshold requires (`recycle.requests_to_skip`).
     """
+
+    source = "statm"
+    is_peak = False
 
     def __init__(self, root: Path = Path("/")) -> None:
         self._fd = os.open(root / "proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)

@@ -16,11 +16,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fitflix.memory.cgroup import Cgroup, CgroupMemory, find_cgroup, host_memory_bytes, read_memory, usable_cpus
-from fitflix.memory.process import ProcessMemory, read_smaps_rollup
+from fitflix.memory.cgroup import Cgroup, CgroupMemory, find_cgroup, read_memory, usable_cpus
+from fitflix.memory.portable import Fallbacks, host_memory, read_process_memory
+from fitflix.memory.process import ProcessMemory
 from fitflix.serving.sizing import MIB, Container
 
 
@@ -37,28 +38,31 @@ class MemoryReport:
     cgroup: Cgroup | None
     cgroup_memory: CgroupMemory
     processes: tuple[ProcessFigures, ...]
-    service_pss_bytes: int
+    service_pss_bytes: int | None  # None where a process's PSS cannot be had (no /proc)
     used_bytes: int  # what the status is judged on (see `used_source`)
     used_source: str
-    neighbours_bytes: int | None  # the cgroup's working set less the service's PSS; None without a cgroup
+    neighbours_bytes: int | None  # the cgroup's working set less the service's own memory; None without a cgroup
     taken_at: float  # time.time() when measured
+    unavailable: tuple[tuple[str, str], ...] = ()  # (JSON name of a report-wide figure, why it is None)
 
     @property
     def used_percent(self) -> float:
         return 100.0 * self.used_bytes / self.limit_bytes if self.limit_bytes else 0.0
 
 
-def measure_container(root: Path = Path("/")) -> Container:
-    """The facts the plan needs, read from cgroups and /proc."""
+def measure_container(root: Path = Path("/"), fallbacks: Fallbacks | None = None) -> Container:
+    """The facts the plan needs, read from cgroups and /proc (or psutil and sysconf where /proc is missing)."""
     cgroup = find_cgroup(root)
     cgroup_memory = read_memory(cgroup) if cgroup else CgroupMemory(None, None, None, None)
     cpus, cpu_source = usable_cpus(cgroup)
+    host_bytes, host_source = host_memory(root, fallbacks)
     return Container(
         cgroup_limit_bytes=cgroup_memory.limit_bytes,
         cgroup_version=cgroup.version if cgroup else None,
-        host_memory_bytes=host_memory_bytes(root) or 0,
+        host_memory_bytes=host_bytes,
         cpus=cpus,
         cpu_source=cpu_source,
+        host_memory_source=host_source,
     )
 
 
@@ -77,8 +81,41 @@ def cgroup_limit_in_force(limit_bytes: int, cgroup_memory: CgroupMemory) -> bool
     return cgroup_memory.limit_bytes is not None and cgroup_memory.limit_bytes < limit_bytes + MIB
 
 
+def service_memory(processes: Iterable[ProcessFigures]) -> tuple[int, str]:
+    """The service's own memory and what that figure is.
+
+    PSS summed over the tree where every process has it (Linux): shared pages
+    counted once. Elsewhere the nearest figure above it: the master's RSS
+    (the shared pages) plus each worker's USS, and where even those cannot be
+    had, RSS or the peak RSS a process reported of itself, which count shared
+    pages in every process and so err high.
+    """
+    processes = list(processes)
+    if processes and all(process.memory.pss_bytes is not None for process in processes):
+        return sum(process.memory.pss_bytes for process in processes), "service PSS"
+    total, parts = 0, []
+    for process in processes:
+        memory = process.memory
+        if process.role == "worker" and memory.uss_bytes is not None:
+            value, part = memory.uss_bytes, "workers' USS"
+        elif memory.rss_bytes is not None:
+            value, part = memory.rss_bytes, f"{process.role} RSS"
+        elif memory.peak_rss_bytes is not None:
+            value, part = memory.peak_rss_bytes, f"{process.role} peak RSS"
+        else:
+            continue
+        total += value
+        if part not in parts:
+            parts.append(part)
+    return total, " + ".join(parts) + " (no PSS here)" if parts else "nothing readable"
+
+
 def judged_usage(
-    limit_bytes: int, cgroup_memory: CgroupMemory, cgroup_version: int | None, service_pss_bytes: int
+    limit_bytes: int,
+    cgroup_memory: CgroupMemory,
+    cgroup_version: int | None,
+    service_bytes: int,
+    service_source: str = "service PSS",
 ) -> tuple[int, str, int | None]:
     """(used bytes, which figure that is, the neighbours' share).
 
@@ -86,13 +123,14 @@ def judged_usage(
     working set is what the kernel's OOM killer acts on, whoever holds it.
     Elsewhere (MAX_MEMORY_MB below the cgroup's limit, a cgroup with no limit
     such as a laptop's systemd scope, no cgroup at all) the cgroup holds other
-    processes too, and only the service's own PSS is the service's to judge.
+    processes too, and only the service's own memory (its PSS, where the host
+    gives it) is the service's to judge.
     """
     working_set = cgroup_memory.working_set_bytes
-    neighbours = max(working_set - service_pss_bytes, 0) if working_set is not None else None
+    neighbours = max(working_set - service_bytes, 0) if working_set is not None else None
     if working_set is not None and cgroup_limit_in_force(limit_bytes, cgroup_memory):
         return working_set, f"cgroup v{cgroup_version} working set", neighbours
-    return service_pss_bytes, "service PSS", neighbours
+    return service_bytes, service_source, neighbours
 
 
 class MemoryProbe:
@@ -103,10 +141,19 @@ class MemoryProbe:
         cache_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         worker_pids: Callable[[], Iterable[int]] = tuple,
+        published: Callable[[int, int], tuple[int, str] | None] | None = None,
+        fallbacks: Fallbacks | None = None,
     ) -> None:
-        """`limit` is (MB, where it came from), as the plan resolved it; `worker_pids` lists gunicorn's workers."""
+        """`limit` is (MB, where it came from), as the plan resolved it; `worker_pids` lists gunicorn's workers.
+
+        `published(pid, master_pid)` gives what a process reported of its own
+        memory (`SharedState.published_memory`), for hosts where it cannot be
+        read from outside.
+        """
         self.root = root
         self.worker_pids = worker_pids
+        self.published = published
+        self.fallbacks = fallbacks
         self.cgroup = find_cgroup(root)
         self.cache_s = cache_s
         self.clock = clock
@@ -138,24 +185,46 @@ class MemoryProbe:
     def _measure(self, role: str, master_pid: int) -> MemoryReport:
         processes = []
         for process_role, pid in tree_pids(role, master_pid, self.worker_pids()):
-            memory = read_smaps_rollup(pid, self.root)
-            if memory is not None:  # it may have ended between the listing and the read
-                processes.append(ProcessFigures(process_role, memory))
-        service_pss = sum(process.memory.pss_bytes for process in processes)
+            memory = read_process_memory(pid, self.root, self.fallbacks)
+            if memory is None:  # it ended between the listing and the read
+                continue
+            if memory.rss_bytes is None and memory.peak_rss_bytes is None and self.published is not None:
+                memory = with_published(memory, self.published(pid, master_pid))
+            processes.append(ProcessFigures(process_role, memory))
+        service_bytes, service_source = service_memory(processes)
+        pss_missing = not processes or any(process.memory.pss_bytes is None for process in processes)
         cgroup_memory = self.container_memory()
         limit_bytes = self.limit_mb * MIB
         used, used_source, neighbours = judged_usage(
-            limit_bytes, cgroup_memory, self.cgroup.version if self.cgroup else None, service_pss
+            limit_bytes, cgroup_memory, self.cgroup.version if self.cgroup else None, service_bytes, service_source
         )
+        unavailable = []
+        if pss_missing:
+            unavailable.append(("servicePssBytes", "no PSS for every process here (it needs /proc); see usedSource"))
+        if self.cgroup is None:
+            unavailable.append(("container", "no memory cgroup found (no /proc/self/cgroup, or none mounted)"))
         return MemoryReport(
             limit_bytes=limit_bytes,
             limit_source=self.limit_source,
             cgroup=self.cgroup,
             cgroup_memory=cgroup_memory,
             processes=tuple(processes),
-            service_pss_bytes=service_pss,
+            service_pss_bytes=None if pss_missing else service_bytes,
             used_bytes=used,
             used_source=used_source,
             neighbours_bytes=neighbours,
             taken_at=time.time(),
+            unavailable=tuple(unavailable),
         )
+
+
+def with_published(memory: ProcessMemory, published: tuple[int, str] | None) -> ProcessMemory:
+    """`memory` with the figure its process reported of itself, where nothing else could be read."""
+    if published is None:
+        return memory
+    memory_bytes, kind = published
+    source = "its own report"
+    if kind == "peak":
+        return replace(memory, peak_rss_bytes=memory_bytes, source=f"{source} (getrusage peak)")
+    unavailable = tuple(item for item in memory.unavailable if item[0] != "rssBytes")
+    return replace(memory, rss_bytes=memory_bytes, source=f"{source} (RSS)", unavailable=unavailable)

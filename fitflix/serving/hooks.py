@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fitflix.memory.process import read_smaps_rollup
+from fitflix.memory.portable import PEAK_NOTE, own_rss_bytes, self_memory_reader
 from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving import backstop
 from fitflix.serving.drain import Drain
-from fitflix.serving.sizing import MIB, Plan, budget_problem, make_plan, plan_changes, resize_plan
+from fitflix.serving.sizing import MIB, Plan, PlanError, budget_problem, make_plan, plan_changes, resize_plan
 from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor, WorkerRecycler, clean_up
 from fitflix.settings import Settings, SettingsError, load_settings, reload_settings, setting_changes
@@ -56,7 +56,10 @@ def load_server_config(dotenv_path: Path) -> ServerConfig:
         settings = load_settings(dotenv_path)
     except SettingsError as error:
         raise SystemExit(str(error)) from None  # the message on stderr, exit code 1, no traceback
-    plan = make_plan(settings, measure_container())
+    try:
+        plan = make_plan(settings, measure_container())
+    except PlanError as error:
+        raise SystemExit(f"FitFlix cannot start: {error}") from None
     RUNTIME.plan = plan
     return ServerConfig(settings, plan, _worker_tmp_dir())
 
@@ -69,7 +72,11 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
     except SettingsError as error:
         log.error("SIGHUP: keeping the running settings and plan. %s", str(error).replace("FitFlix cannot start: ", ""))
         return ServerConfig(running_settings, running_plan, _worker_tmp_dir())
-    plan = make_plan(settings, measure_container())
+    try:
+        plan = make_plan(settings, measure_container())
+    except PlanError as error:
+        log.error("SIGHUP: keeping the running settings and plan: %s", error)
+        return ServerConfig(running_settings, running_plan, _worker_tmp_dir())
     problem = budget_problem_now(plan)
     if problem:  # the start would refuse this plan: workers would recycle after every request
         log.error("SIGHUP: keeping the running settings and plan: %s", problem)
@@ -99,8 +106,8 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
 
 def budget_problem_now(plan: Plan) -> str | None:
     """Master: why `plan` cannot run, measured against what this master holds after loading the app."""
-    master = read_smaps_rollup("self")
-    return budget_problem(plan, master.rss_bytes / MIB if master else 0.0, plan.budget_from_env)
+    master_bytes = own_rss_bytes()
+    return budget_problem(plan, master_bytes / MIB if master_bytes else 0.0, plan.budget_from_env)
 
 
 _monitor: MemoryMonitor | None = None
@@ -131,14 +138,24 @@ def when_ready(server) -> None:
     if not settings.memory_recycling:
         server.log.warning("MEMORY_RECYCLING=false: no memory recycling, backstop or memory monitor")
     port = next((listener.sock.getsockname()[1] for listener in server.LISTENERS if _is_tcp(listener)), settings.port)
-    master = read_smaps_rollup("self")
+    master_bytes = own_rss_bytes()
     server.log.info("FitFlix Backend Server running on port %s", port)
     server.log.info(
         "Memory usage: %sMB RSS (Limit: %sMB, %s)",
-        round(master.rss_bytes / MIB) if master else "?",
+        round(master_bytes / MIB) if master_bytes else "?",
         plan.limit_mb,
         plan.limit_source,
     )
+    reader = self_memory_reader()
+    if reader.source == "statm":
+        reader.close()  # Linux: the monitor reads smaps; workers open their own statm after fork
+        reader = None
+    else:
+        server.log.warning(
+            "Memory figures: no /proc here; each worker reads its memory from %s%s",
+            reader.source,
+            f" ({PEAK_NOTE})" if reader.is_peak else " (no PSS: totals are the master's RSS plus workers' USS)",
+        )
     clustering = f"Enabled ({plan.workers} workers)" if plan.workers > 1 else "Disabled (Memory Optimized)"
     server.log.info("Clustering: %s", clustering)
     if settings.health_token is None:
@@ -152,8 +169,13 @@ def when_ready(server) -> None:
         return
     # The workers are the arbiter's own (server.WORKERS), never every child in /proc:
     # during a SIGUSR2 upgrade the new master is a child of this one.
-    probe = MemoryProbe((plan.limit_mb, plan.limit_source), worker_pids=lambda: list(server.WORKERS))
-    _monitor = MemoryMonitor(server, plan, probe, RUNTIME.shared, settings.memory_log_interval_s)
+    shared = RUNTIME.shared
+    probe = MemoryProbe(
+        (plan.limit_mb, plan.limit_source),
+        worker_pids=lambda: list(server.WORKERS),
+        published=shared.published_memory if shared is not None else None,
+    )
+    _monitor = MemoryMonitor(server, plan, probe, shared, settings.memory_log_interval_s, own_reader=reader)
     _monitor.start()
 
 
@@ -209,7 +231,9 @@ def post_worker_init(worker) -> None:
             pool = getattr(worker, "tpool", None)
             threads = worker.cfg.threads if pool is not None else 0
             started = backstop.start_pool_threads(pool, threads) if threads else 0
-            _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started)
+            _recycler = WorkerRecycler(
+                worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started, slot=_request_slot
+            )
             worker.wsgi = backstop.guard_wsgi(worker.wsgi)
             signal.signal(CLEANUP_SIGNAL, clean_up)
             signal.siginterrupt(CLEANUP_SIGNAL, False)

@@ -47,9 +47,14 @@ class Container:
 
     cgroup_limit_bytes: int | None
     cgroup_version: int | None
-    host_memory_bytes: int
+    host_memory_bytes: int | None  # None where no source could tell (MAX_MEMORY_MB is needed then)
     cpus: float
     cpu_source: str
+    host_memory_source: str = "/proc/meminfo"  # or psutil, or sysconf, where /proc is missing
+
+
+class PlanError(ValueError):
+    """The plan cannot be made from what was measured; the message says what to set."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,11 @@ def resolve_limit(settings: Settings, container: Container) -> tuple[int, str]:
         return settings.max_memory_mb, "env"
     if container.cgroup_limit_bytes is not None:
         return container.cgroup_limit_bytes // MIB, f"cgroup v{container.cgroup_version}"
+    if container.host_memory_bytes is None:
+        raise PlanError(
+            f"no memory limit could be found: no memory cgroup, and the host's memory is "
+            f"{container.host_memory_source}; set MAX_MEMORY_MB (whole MB, at least 64)"
+        )
     return container.host_memory_bytes // MIB, "host"
 
 

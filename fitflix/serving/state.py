@@ -29,16 +29,22 @@ REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
 # Why a worker closed a connection that had not sent a whole request head (fitflix.serving.worker).
 CUT_REASONS = ("slow_head", "silent", "idle_at_cap")
 # counts by reason, memory-recycling pid, guard target pid, requests of workers gone, planned workers,
-# connections cut by reason, draining (1 from the master's SIGTERM on)
-_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS) + "q")
+# connections cut by reason, draining (1 from the master's SIGTERM on), the master's own memory report
+_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS) + "q" + "QQ")
 _RECYCLING, _GUARD_TARGET, _RETIRED, _PLANNED = (len(REASONS) + offset for offset in range(4))
 _CUTS = _PLANNED + 1
 _DRAINING = _CUTS + len(CUT_REASONS)
+_MASTER_MEMORY = _DRAINING + 1
 _DRAINING_OFFSET = _DRAINING * 8
 _PLANNED_OFFSET = _PLANNED * 8
 _PLANNED_FIELD = struct.Struct("<q")
-_SLOT = struct.Struct("<qQ")  # worker pid, requests it has served
+# worker pid, requests it has served, and its own memory report (bytes, kind): only where the
+# master cannot read a worker's memory itself (no /proc, no psutil)
+_SLOT = struct.Struct("<qQQQ")
+_MEMORY = struct.Struct("<QQ")
 WORKER_SLOTS = 64
+# What a published memory figure is (the second field of `_MEMORY`); 0 is nothing published.
+MEMORY_KINDS = {1: "rss", 2: "peak"}
 
 
 def _slot_offset(index: int) -> int:
@@ -106,10 +112,10 @@ class SharedState:
         """A request-count slot for a new worker; a slot of a dead worker is retired and reused."""
         with self._locked() as fields:
             for index in range(WORKER_SLOTS):
-                holder, served = _SLOT.unpack_from(self._map, _slot_offset(index))
+                holder, served, _bytes, _kind = _SLOT.unpack_from(self._map, _slot_offset(index))
                 if holder == 0 or not _alive(holder):
                     fields[_RETIRED] += served
-                    _SLOT.pack_into(self._map, _slot_offset(index), pid, 0)
+                    _SLOT.pack_into(self._map, _slot_offset(index), pid, 0, 0, 0)
                     return index
         return None
 
@@ -154,6 +160,28 @@ class SharedState:
         """The worker's own count, written by that worker alone (no lock: one aligned 8-byte store)."""
         self._map[_slot_offset(index) + 8 : _slot_offset(index) + 16] = served.to_bytes(8, "little")
 
+    def publish_memory(self, index: int, memory_bytes: int, peak: bool) -> None:
+        """A worker's own memory figure, for a master that cannot read it (written by that worker alone)."""
+        _MEMORY.pack_into(self._map, _slot_offset(index) + 16, memory_bytes, 2 if peak else 1)
+
+    def publish_master_memory(self, memory_bytes: int, peak: bool) -> None:
+        with self._locked() as fields:
+            fields[_MASTER_MEMORY : _MASTER_MEMORY + 2] = [memory_bytes, 2 if peak else 1]
+
+    def published_memory(self, pid: int, master_pid: int = 0) -> tuple[int, str] | None:
+        """(bytes, "rss" or "peak") that `pid` published about itself; None when it published nothing."""
+        with self._locked() as fields:
+            if pid == master_pid:
+                memory_bytes, kind = fields[_MASTER_MEMORY : _MASTER_MEMORY + 2]
+            else:
+                for index in range(WORKER_SLOTS):
+                    holder, _served, memory_bytes, kind = _SLOT.unpack_from(self._map, _slot_offset(index))
+                    if holder == pid:
+                        break
+                else:
+                    return None
+        return (memory_bytes, MEMORY_KINDS[kind]) if kind in MEMORY_KINDS else None
+
     def requests_served(self) -> int:
         """Every request any worker of this server has served."""
         with self._locked() as fields:
@@ -168,10 +196,10 @@ class SharedState:
                 if fields[slot] == pid:
                     fields[slot] = 0
             for index in range(WORKER_SLOTS):
-                holder, served = _SLOT.unpack_from(self._map, _slot_offset(index))
+                holder, served, _bytes, _kind = _SLOT.unpack_from(self._map, _slot_offset(index))
                 if holder == pid:
                     fields[_RETIRED] += served
-                    _SLOT.pack_into(self._map, _slot_offset(index), 0, 0)
+                    _SLOT.pack_into(self._map, _slot_offset(index), 0, 0, 0, 0)
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from fitflix.memory.heap import malloc_trim
-from fitflix.memory.process import StatmReader, read_smaps_rollup
+from fitflix.memory.portable import read_process_memory, self_memory_reader
 from fitflix.memory.service import MemoryProbe
 from fitflix.serving import backstop
 from fitflix.serving.recycle import (
@@ -61,17 +61,31 @@ class WorkerRecycler:
     """One per worker: watches its memory after each request and leaves when it must."""
 
     def __init__(
-        self, worker, plan: Plan, shared: SharedState | None, root: Path = Path("/"), unstarted_threads: int = 0
+        self,
+        worker,
+        plan: Plan,
+        shared: SharedState | None,
+        root: Path = Path("/"),
+        unstarted_threads: int = 0,
+        slot: int | None = None,
+        fallbacks=None,
     ) -> None:
-        """`unstarted_threads`: request threads not started yet, whose stacks the data limit must leave room for."""
+        """`unstarted_threads`: request threads not started yet, whose stacks the data limit must leave room for.
+
+        `slot`: this worker's slot in the shared state. Where the master cannot
+        read a worker's memory (no /proc), each read is published there.
+        """
         self.worker = worker
         self.plan = plan
         self.shared = shared
         self.root = root
+        self.fallbacks = fallbacks
         self.pid = os.getpid()
         self.started = time.monotonic()
-        self.statm = StatmReader(root)
-        rss, _data = self.statm.read()
+        # /proc/self/statm on Linux; psutil or getrusage's peak elsewhere (fitflix.memory.portable).
+        self.statm = self_memory_reader(root, fallbacks)
+        self.publish_slot = slot if shared is not None and self.statm.source != "statm" else None
+        rss, _data = self.read()
         uss = self._read_uss() or rss
         self.last_uss = (self.started, uss, rss)
         stack_bytes = resource.getrlimit(resource.RLIMIT_STACK)[0]
@@ -98,11 +112,13 @@ class WorkerRecycler:
         limit is measured from what the worker holds now, so a lower hard cap
         lowers the room left and a higher one raises it.
         """
-        rss, data = self.statm.read()
+        rss, data = self.read()
         uss = self._uss_now(time.monotonic(), rss)  # at boot, the USS just read in __init__
         hard_cap = plan.worker_hard_cap_mb * MIB
-        data_limit = backstop_data_limit(data, uss, hard_cap, self.stack_allowance_bytes)
-        backstop.set_data_limit(data_limit)
+        data_limit = None  # no data-segment figure (no /proc, or psutil without one): no backstop
+        if data is not None:
+            data_limit = backstop_data_limit(data, uss, hard_cap, self.stack_allowance_bytes)
+            backstop.set_data_limit(data_limit)
         self.plan = plan
         self.limits = WorkerLimits(
             threshold_bytes=draw_threshold(plan.worker_budget_mb, random.Random(self.threshold_seed)),
@@ -124,8 +140,17 @@ class WorkerRecycler:
                 self.plan.worker_hard_cap_mb,
             )
 
+    def read(self) -> tuple[int, int | None]:
+        """(RSS, data-segment size or None) from the per-request reader; published where the master needs it."""
+        rss, data = self.statm.read()
+        if self.publish_slot is not None:
+            self.shared.publish_memory(self.publish_slot, rss, self.statm.is_peak)
+        return rss, data
+
     def _read_uss(self) -> int | None:
-        memory = read_smaps_rollup("self", self.root)
+        if self.statm.is_peak:
+            return None  # nothing better than the peak the reader gives
+        memory = read_process_memory("self", self.root, self.fallbacks)
         return memory.uss_bytes if memory else None
 
     def _uss_now(self, now: float, rss: int) -> int:
@@ -148,13 +173,14 @@ class WorkerRecycler:
             return
         self.follow_planned_workers()
         if backstop.tripped():
-            rss, _data = self.statm.read()
+            rss, _data = self.read()
             self.leave("backstop", rss, self._read_uss() or rss)
             return
         if self._unread > 0:
             self._unread -= 1  # racy across threads by design: off by one either way is harmless
             return
-        rss, data = self.statm.read()
+        rss, data = self.read()
+        data = data or 0  # without a data-segment figure there is no data limit to compare it with
         if not needs_exact_check(rss, data, self.limits):
             self._unread = requests_to_skip(rss, data, self.limits)
             return
@@ -196,7 +222,7 @@ class WorkerRecycler:
                 len(hung),
                 timeout_s,
             )
-            rss, _data = self.statm.read()
+            rss, _data = self.read()
             self.leave("timeout", rss, self._read_uss() or rss)
             deadline = time.monotonic() + self.plan.graceful_timeout_s
             # gthread counts every open connection, including one accepted a
@@ -239,14 +265,14 @@ class WorkerRecycler:
         if reason is None:
             return None
         if self.figures is None:
-            rss, _data = self.statm.read()
+            rss, _data = self.read()
             self.figures = (rss, self._read_uss() or rss)
         rss, uss = self.figures
         if self.shared is not None:
             self.shared.count_recycle(reason)
         self.worker.log.info(
             "Recycling worker pid=%s reason=%s rss=%sMB uss=%sMB budget=%sMB threshold=%sMB "
-            "hard_cap=%sMB requests=%s age=%.1fs",
+            "hard_cap=%sMB requests=%s age=%.1fs%s",
             self.pid,
             reason,
             _mb(rss),
@@ -256,6 +282,7 @@ class WorkerRecycler:
             self.plan.worker_hard_cap_mb,
             self.worker.nr,
             time.monotonic() - self.started,
+            "" if self.statm.source == "statm" else f" figures={self.statm.source.replace(' ', '-')}",
         )
         return reason
 
@@ -271,8 +298,12 @@ class MemoryMonitor(threading.Thread):
         shared: SharedState | None,
         log_interval_s: float,
         master_pid: int | None = None,
+        own_reader=None,
     ):
+        """`own_reader`: where the master's own memory cannot be read from outside (no /proc), the
+        reader it publishes its figure from each second, for the workers that answer /health/memory."""
         super().__init__(name="fitflix-memory-monitor", daemon=True)
+        self.own_reader = own_reader
         self.master_pid = master_pid or os.getpid()
         self.server = server
         self.plan = plan
@@ -295,17 +326,24 @@ class MemoryMonitor(threading.Thread):
 
     def tick(self) -> None:
         now = time.monotonic()
+        if self.own_reader is not None and self.shared is not None:
+            rss, _data = self.own_reader.read()
+            self.shared.publish_master_memory(rss, self.own_reader.is_peak)
         report = self.probe.report("master", self.master_pid)
         status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
         log_usage, log_alert = self.policy.step(now, status)
         worker_uss = {
-            process.memory.pid: process.memory.uss_bytes for process in report.processes if process.role == "worker"
+            process.memory.pid: process.memory.private_bytes()
+            for process in report.processes
+            if process.role == "worker" and process.memory.private_bytes() is not None
         }
         self.guard_policy.observe(worker_uss)
         neighbours = "" if report.neighbours_bytes is None else f"; neighbours {_mb(report.neighbours_bytes)}MB"
+        pss = report.service_pss_bytes
+        service = "no PSS here" if pss is None else f"service PSS {_mb(pss)}MB"
         summary = (
             f"{_mb(report.used_bytes)}MB of {report.limit_bytes // MIB}MB ({report.used_percent:.0f}%, "
-            f"{report.used_source}); service PSS {_mb(report.service_pss_bytes)}MB over {len(worker_uss)} worker(s)"
+            f"{report.used_source}); {service} over {len(worker_uss)} worker(s)"
             f"{neighbours}"
         )
         if log_usage:

@@ -42,9 +42,15 @@ class LiveServer:
         extra_args: tuple[str, ...] = (),
         python: str = sys.executable,
         project: Path = PROJECT,
+        prefix: tuple[str, ...] = (),
     ) -> None:
-        """`project`: the folder with gunicorn.conf.py (a `project_copy` for a test's own .env)."""
+        """`project`: the folder with gunicorn.conf.py (a `project_copy` for a test's own .env).
+
+        `prefix`: a command that runs gunicorn in place of itself (`exec`), such as
+        `tests.support.noproc.NO_PROC`: the pid started is still gunicorn's master.
+        """
         self.env = server_env(env)
+        self.prefix = prefix
         self.project = project
         self.app = app
         self.cgroup = cgroup
@@ -68,7 +74,7 @@ class LiveServer:
         return command + [self.app] if self.app else command
 
     def command(self) -> list[str]:
-        command = self.server_command()
+        command = [*self.prefix, *self.server_command()]
         return self.cgroup.wrap(command) if self.cgroup is not None else command
 
     def start(self, ready_timeout_s: float = 30.0) -> LiveServer:
