@@ -89,6 +89,11 @@ class ServiceCollector:
                 "Private memory (what ending the process gives back)",
                 labels=["pid", "role"],
             ),
+            "peak": GaugeMetricFamily(
+                "fitflix_process_peak_rss_bytes",
+                "The most the process ever held (getrusage), where its current RSS cannot be read (no /proc)",
+                labels=["pid", "role"],
+            ),
         }
         for process in report.processes:
             labels = [str(process.memory.pid), process.role]
@@ -96,6 +101,7 @@ class ServiceCollector:
                 ("rss", process.memory.rss_bytes),
                 ("pss", process.memory.pss_bytes),
                 ("uss", process.memory.uss_bytes),
+                ("peak", process.memory.peak_rss_bytes),
             ):
                 if value is not None:  # a figure this host cannot give has no sample
                     families[name].add_metric(labels, value)
