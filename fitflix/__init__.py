@@ -135,7 +135,9 @@ def register_error_handlers(app: Flask) -> None:
     """JSON errors, and the backstop's 503 on MemoryError; an app's own handler for the same class stays.
 
     A handler for a status code (`@app.errorhandler(404)`) or in a blueprint
-    is a closer match in Flask's lookup, so it wins over these anyway.
+    is a closer match in Flask's lookup, so it wins over these anyway. The
+    other way round, an app's catch-all `Exception` handler no longer sees
+    HTTP errors or MemoryError: these two are the closer match for them.
     """
     own = app.error_handler_spec[None][None]  # the app's handlers by exception class, not by code
     for exception_class, handler in JSON_ERROR_HANDLERS:
