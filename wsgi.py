@@ -1,4 +1,8 @@
-"""The WSGI entry point: `wsgi:app`."""
+"""The WSGI entry point: `wsgi:app`.
+
+Your own routes go in as blueprints: `create_app(settings, blueprints=[your_api])`
+(examples/wsgi_with_api.py; README, "Your own routes").
+"""
 
 from pathlib import Path
 

@@ -1,28 +1,87 @@
-"""FitFlix backend: a Flask app that knows the memory of the container it runs in."""
+"""FitFlix backend: a Flask app that knows the memory of the container it runs in.
+
+Two ways in, one code path:
+
+- `create_app(settings, blueprints=[...])`: the FitFlix app, with your own
+  blueprints (your API) served beside the health endpoints;
+- `init_app(app, settings)`: what FitFlix adds to any other Flask app, in one
+  call (the health endpoints, /metrics, /openapi.json, JSON errors, the
+  response headers). `create_app` is a Flask app plus this call.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
-from flask import Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from fitflix.settings import Settings, load_settings
 
+# The paths and blueprint names init_app adds: an app that already has one would shadow ours.
+FITFLIX_BLUEPRINTS = ("health", "metrics", "api_docs")
+FITFLIX_PATHS = ("/health", "/metrics", "/openapi.json")
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; `settings` defaults to the process environment (and `.env`)."""
-    settings = settings or load_settings()
+
+def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint] = ()) -> Flask:
+    """Build the app; `settings` defaults to the process environment (and `.env`).
+
+    `blueprints` are your own routes (a FitFlix API): registered here, they are
+    served by the same workers, counted in `requestsServed` and recycled like
+    the rest, and they get the JSON errors and headers of the health endpoints.
+    """
     app = Flask(__name__)
-    # /health//memory is a 404, not a 308 whose Location is built from the Host header.
+    # Every route of this app, yours too: /health//memory is a 404, not a 308
+    # whose Location is built from the Host header.
     app.url_map.merge_slashes = False
     # Never debug mode, whatever FLASK_DEBUG says: it would serve tracebacks.
     app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, TRAP_HTTP_EXCEPTIONS=False)
-    app.config["FITFLIX_SETTINGS"] = settings
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+    init_app(app, settings)
+    return app
+
+
+def init_app(app: Flask, settings: Settings | None = None) -> Flask:
+    """Give any Flask app what FitFlix adds, in one call; return the app.
+
+    That is the health blueprint (`/health`, `/health/live`, `/health/ready`,
+    `/health/memory`), `/metrics`, `/openapi.json`, JSON error handlers (with
+    the backstop's 503 on MemoryError) and the response headers. `settings`
+    default to the environment and the `.env` that gunicorn.conf.py read.
+
+    The app keeps what it chose: its own error handler for a class or a status
+    code wins over the JSON ones, a header it sets over ours, its URL map's
+    `merge_slashes` over its own routes (FitFlix's never merge slashes). A
+    second call, or an app that already has one of FitFlix's paths or
+    blueprint names, is refused before anything is changed.
+    """
+    problem = _refusal(app)
+    if problem:
+        raise RuntimeError(f"fitflix.init_app: {problem}")
+    app.config["FITFLIX_SETTINGS"] = settings or load_settings()
     register_blueprints(app)
     register_error_handlers(app)
     register_response_headers(app)
     return app
+
+
+def _refusal(app: Flask) -> str | None:
+    """Why `app` cannot take FitFlix's endpoints, or None."""
+    if "FITFLIX_SETTINGS" in app.config:
+        return "this app has FitFlix's endpoints already (create_app calls init_app): call it once per app"
+    names = [name for name in FITFLIX_BLUEPRINTS if name in app.blueprints]
+    if names:
+        return f"this app already has a blueprint named {', '.join(map(repr, names))}; rename yours (name=...)"
+    taken = sorted({rule.rule for rule in app.url_map.iter_rules() if _is_fitflix_path(rule.rule)})
+    if taken:
+        return f"this app already has a route at {', '.join(taken)}: two routes on one path, one never answers"
+    return None
+
+
+def _is_fitflix_path(path: str) -> bool:
+    return path in FITFLIX_PATHS or path.startswith("/health/")
 
 
 def register_blueprints(app: Flask) -> None:
@@ -30,9 +89,15 @@ def register_blueprints(app: Flask) -> None:
     from fitflix.metrics import register_metrics
     from fitflix.openapi import api_docs
 
-    app.register_blueprint(health)
-    app.register_blueprint(api_docs)
-    register_metrics(app)
+    # Rules take the map's merge_slashes when they are added: FitFlix's are added
+    # without it, so /health//memory is a 404 whatever the app's own routes do.
+    merge_slashes, app.url_map.merge_slashes = app.url_map.merge_slashes, False
+    try:
+        app.register_blueprint(health)
+        app.register_blueprint(api_docs)
+        register_metrics(app)
+    finally:
+        app.url_map.merge_slashes = merge_slashes
 
 
 def _json_error(status: int, name: str, message: str, response: Response | None = None) -> Response:
@@ -44,25 +109,40 @@ def _json_error(status: int, name: str, message: str, response: Response | None 
     return response
 
 
+def _http_error(error: HTTPException) -> Response:
+    # get_response keeps the error's own headers (Allow on a 405, for one)
+    return _json_error(error.code or 500, error.name, error.description or "", error.get_response())
+
+
+def _out_of_memory(error: MemoryError) -> Response:
+    from fitflix.serving import backstop
+
+    backstop.trip()
+    response = _json_error(503, "Service Unavailable", backstop.OUT_OF_MEMORY_MESSAGE)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _unexpected(error: Exception) -> Response:
+    current_app.logger.exception("Unhandled error")
+    return _json_error(500, "Internal Server Error", "The server could not complete the request.")
+
+
+JSON_ERROR_HANDLERS = ((HTTPException, _http_error), (MemoryError, _out_of_memory), (Exception, _unexpected))
+
+
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response:
-        # get_response keeps the error's own headers (Allow on a 405, for one)
-        return _json_error(error.code or 500, error.name, error.description or "", error.get_response())
+    """JSON errors, and the backstop's 503 on MemoryError; an app's own handler for the same class stays.
 
-    @app.errorhandler(MemoryError)
-    def out_of_memory(error: MemoryError) -> Response:
-        from fitflix.serving import backstop
-
-        backstop.trip()
-        response = _json_error(503, "Service Unavailable", backstop.OUT_OF_MEMORY_MESSAGE)
-        response.headers["Retry-After"] = "1"
-        return response
-
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception) -> Response:
-        app.logger.exception("Unhandled error")
-        return _json_error(500, "Internal Server Error", "The server could not complete the request.")
+    A handler for a status code (`@app.errorhandler(404)`) or in a blueprint
+    is a closer match in Flask's lookup, so it wins over these anyway. The
+    other way round, an app's catch-all `Exception` handler no longer sees
+    HTTP errors or MemoryError: these two are the closer match for them.
+    """
+    own = app.error_handler_spec[None][None]  # the app's handlers by exception class, not by code
+    for exception_class, handler in JSON_ERROR_HANDLERS:
+        if exception_class not in own:
+            app.register_error_handler(exception_class, handler)
 
 
 SECURITY_HEADERS = {
@@ -75,15 +155,19 @@ SECURITY_HEADERS = {
 
 
 def register_response_headers(app: Flask) -> None:
-    @app.after_request
-    def headers(response: Response) -> Response:
-        if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
-            # Flask's automatic OPTIONS answer is an empty text/html: say the same in JSON.
-            allowed = sorted(response.allow)
-            response.set_data(json.dumps({"allow": allowed}))
-            response.content_type = "application/json"
-        # Health figures change every second: no browser or proxy may keep one.
-        response.headers["Cache-Control"] = "no-store"
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    app.after_request(_add_response_headers)
+
+
+def _add_response_headers(response: Response) -> Response:
+    """Every answer of the app: no-store and the security headers, unless it set its own."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+        # Flask's automatic OPTIONS answer is an empty text/html: say the same in JSON.
+        allowed = sorted(response.allow)
+        response.set_data(json.dumps({"allow": allowed}))
+        response.content_type = "application/json"
+    # Health figures change every second: no browser or proxy may keep one. A route of
+    # yours that sets its own Cache-Control (a catalogue kept for a minute) keeps it.
+    response.headers.setdefault("Cache-Control", "no-store")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response

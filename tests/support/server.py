@@ -43,11 +43,13 @@ class LiveServer:
         python: str = sys.executable,
         project: Path = PROJECT,
         prefix: tuple[str, ...] = (),
+        ready_path: str = "/health",
     ) -> None:
         """`project`: the folder with gunicorn.conf.py (a `project_copy` for a test's own .env).
 
         `prefix`: a command that runs gunicorn in place of itself (`exec`), such as
         `tests.support.noproc.NO_PROC`: the pid started is still gunicorn's master.
+        `ready_path`: the first 200 there means the server is up (an app without /health has another).
         """
         self.env = server_env(env)
         self.prefix = prefix
@@ -56,6 +58,7 @@ class LiveServer:
         self.cgroup = cgroup
         self.extra_args = extra_args
         self.python = python
+        self.ready_path = ready_path
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.master_pid: int | None = None
@@ -89,7 +92,7 @@ class LiveServer:
         self._log = LogPipe(self.process, "live-server-log")
         try:
             self.find_port(ready_timeout_s)
-            poll_until(self._answers, ready_timeout_s, "the first 200 from /health")
+            poll_until(self._answers, ready_timeout_s, f"the first 200 from {self.ready_path}")
         except Timeout as error:
             self.stop()
             raise Timeout(f"{error}\n--- server log ---\n{self.log()}") from None
@@ -114,7 +117,7 @@ class LiveServer:
     def _answers(self) -> bool:
         self.ensure_running()
         try:
-            return self.request("GET", "/health", timeout_s=2)[0] == 200
+            return self.request("GET", self.ready_path, timeout_s=2)[0] == 200
         except (OSError, http.client.HTTPException):
             return False
 
