@@ -76,6 +76,21 @@ def test_without_init_app_the_app_is_still_recycled_but_has_no_health(live_serve
     poll_until(leaked_until_recycled, 60, "a 'reason=memory' recycle line in the log")
 
 
+def test_without_init_app_a_request_past_the_data_limit_still_replaces_its_worker(live_server):
+    # Flask answers the MemoryError with its own HTML 500 before guard_wsgi sees it; the worker
+    # must still leave (the backstop trips on Flask's got_request_exception), not keep serving.
+    server = live_server(SMALL_BUDGET | NO_DRAIN, app=f"{OWN_ROUTES}:without_init_app()", ready_path="/api/hello")
+    first_pid = server.get_json("/api/hello")[1]["pid"]
+
+    status, _headers, _body = server.request("GET", "/api/spike?mb=700", timeout_s=60)
+
+    assert status == 500
+    poll_until(
+        lambda: re.search(rf"Recycling worker pid={first_pid} reason=backstop ", server.log()), 10, "the backstop line"
+    )
+    poll_until(lambda: server.get_json("/api/hello")[1]["pid"] != first_pid, 10, "a new worker")
+
+
 @pytest.mark.parametrize(
     ("app", "path"),
     [("examples.myapp:app", "/api/hello"), ("examples.wsgi_with_api:app", "/api/workouts")],

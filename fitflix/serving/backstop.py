@@ -77,6 +77,24 @@ def set_data_limit(limit_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, hard))
 
 
+def _trip_on_memory_error(_sender, exception: BaseException | None = None, **_extra) -> None:
+    if isinstance(exception, MemoryError):
+        trip()
+
+
+def watch_flask_errors() -> None:
+    """Trip on a MemoryError any Flask app leaves unhandled.
+
+    Flask turns an unhandled exception into its own 500 before `guard_wsgi`
+    can see it; an app without `fitflix.init_app` (whose handler trips) would
+    keep a worker that just ran out of its data limit. `got_request_exception`
+    is sent for exactly those; a strong reference, since this runs once per worker.
+    """
+    from flask import got_request_exception
+
+    got_request_exception.connect(_trip_on_memory_error, weak=False)
+
+
 def guard_wsgi(app: Callable) -> Callable:
     """Wrap a WSGI app so a MemoryError becomes a JSON 503 and trips the backstop."""
 

@@ -235,6 +235,7 @@ def post_worker_init(worker) -> None:
                 worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started, slot=_request_slot
             )
             worker.wsgi = backstop.guard_wsgi(worker.wsgi)
+            backstop.watch_flask_errors()
             signal.signal(CLEANUP_SIGNAL, clean_up)
             signal.siginterrupt(CLEANUP_SIGNAL, False)
     except Exception:  # raising here would halt the whole server (boot error)
