@@ -149,6 +149,19 @@ def test_with_proc_mounted_a_missing_process_has_ended(tmp_path):
     assert read_process_memory(os.getpid(), tmp_path, fallbacks(FakePsutil({os.getpid(): (1, 1)}))) is None
 
 
+def test_a_kernel_without_smaps_rollup_still_gives_rss_from_statm(tmp_path):
+    make_proc(tmp_path, 4001, 1)
+    write(tmp_path / "proc/4001/statm", "5000 1200 300 1 0 2500 0\n")
+    memory = read_process_memory(4001, tmp_path, fallbacks(FakePsutil({4001: (1, 1)})))
+    assert (memory.rss_bytes, memory.pss_bytes, memory.uss_bytes, memory.source) == (
+        1200 * os.sysconf("SC_PAGE_SIZE"),
+        None,
+        None,
+        "statm",
+    )
+    assert set(dict(memory.unavailable)) == {"pssBytes", "ussBytes"}
+
+
 def test_a_mac_gives_rss_and_uss_through_psutil_and_says_why_pss_is_missing(no_proc):
     pid = os.getpid()
     memory = read_process_memory(pid, no_proc, fallbacks(FakePsutil({pid: (50 * MIB, 20 * MIB)})))

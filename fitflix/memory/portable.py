@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from fitflix.memory.process import ProcessMemory, StatmReader, read_smaps_rollup
+from fitflix.memory.process import PAGE_BYTES, ProcessMemory, StatmReader, read_smaps_rollup
 
 # getrusage's ru_maxrss is in KiB on Linux and the BSDs, in bytes on macOS.
 MAXRSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024
@@ -109,7 +109,7 @@ def read_process_memory(
     if memory is not None:
         return memory
     if proc_mounted(root):
-        return None  # /proc is here: the process ended (or its kernel has no smaps_rollup)
+        return statm_memory(pid, root)  # None when the process ended
     own = pid == "self" or int(pid) == os.getpid()
     number = os.getpid() if own else int(pid)
     if not _exists(number):
@@ -148,6 +148,24 @@ def proc_mounted(root: Path = Path("/")) -> bool:
             return next(entries, None) is not None
     except OSError:
         return False
+
+
+def statm_memory(pid: int | str, root: Path = Path("/")) -> ProcessMemory | None:
+    """RSS alone from /proc/PID/statm, where /proc has no smaps_rollup (Linux before 4.14, some sandboxes)."""
+    try:
+        fields = (root / f"proc/{pid}/statm").read_text().split()
+    except OSError:
+        return None  # the process ended
+    no_rollup = "no /proc/PID/smaps_rollup on this kernel (Linux 4.14 and later have it)"
+    return ProcessMemory(
+        pid=os.getpid() if pid == "self" else int(pid),
+        rss_bytes=int(fields[1]) * PAGE_BYTES,
+        pss_bytes=None,
+        uss_bytes=None,
+        swap_bytes=None,
+        source="statm",
+        unavailable=(("pssBytes", no_rollup), ("ussBytes", no_rollup)),
+    )
 
 
 def own_rss_bytes() -> int | None:
