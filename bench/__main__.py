@@ -29,6 +29,7 @@ from bench import (
     leak,
     neighbours,
     overhead,
+    portable,
     recycle,
     rolling,
     slow_clients,
@@ -54,6 +55,7 @@ PARTS = {
     9: neighbours,
     10: slow_clients,
     11: rolling,
+    12: portable,
 }
 log = logging.getLogger("bench")
 

@@ -49,9 +49,13 @@ def uwsgi(
 
 
 def fitflix(
-    app: str = "wsgi:app", env: dict[str, str] | None = None, limit_mb: int = LIMIT_MB, name: str = "fitflix"
+    app: str = "wsgi:app",
+    env: dict[str, str] | None = None,
+    limit_mb: int = LIMIT_MB,
+    name: str = "fitflix",
+    prefix: tuple[str, ...] = (),
 ) -> Peer:
-    return Peer(name, "fitflix", app=app, env=dict(env or {}), limit_mb=limit_mb)
+    return Peer(name, "fitflix", app=app, env=dict(env or {}), limit_mb=limit_mb, prefix=prefix)
 
 
 def fitflix_cluster(app: str = "wsgi:app", env: dict[str, str] | None = None) -> Peer:

@@ -41,6 +41,7 @@ class Peer:
     env: dict[str, str] = field(default_factory=dict)  # fitflix settings
     args: tuple[str, ...] = ()  # extra plain/uwsgi flags
     limit_mb: int | None = 512  # the peer's own memory cgroup; None: none
+    prefix: tuple[str, ...] = ()  # fitflix: a command gunicorn runs under, such as NO_PROC (inside the cgroup)
 
 
 class PeerServer(LiveServer):
@@ -198,7 +199,7 @@ def start(peer: Peer) -> Running:
     elif peer.kind == "uwsgi":
         server = Uwsgi(peer, cgroup)
     elif peer.kind == "fitflix":
-        server = LiveServer(peer.env, app=peer.app, cgroup=cgroup)
+        server = LiveServer(peer.env, app=peer.app, cgroup=cgroup, prefix=peer.prefix)
     else:
         raise ValueError(f"unknown peer kind {peer.kind!r}")
     running = Running(peer, server, cgroup)
