@@ -1,7 +1,8 @@
 # FitFlix backend image, for Kubernetes (deploy/kubernetes/) or any container
 # platform. Render builds from render.yaml with its native Python runtime
-# instead; this base image carries the same Python (render.yaml PYTHON_VERSION).
-FROM python:3.11.7-slim
+# instead; this base image carries the same Python (render.yaml PYTHON_VERSION,
+# whose comment says why that patch release).
+FROM python:3.13.13-slim
 
 # No .pyc writes at run time (the root filesystem is read-only in the
 # Deployment; the app is compiled below), and logs leave unbuffered.

@@ -32,6 +32,22 @@ def test_render_blueprint_uses_the_same_start_command_and_health_path():
     assert "NODE_OPTIONS" in text and "UV_THREADPOOL_SIZE" in text
 
 
+def test_heroku_and_render_deploy_the_python_ci_tests():
+    """Heroku reads .python-version (X.Y gets each patch release; X.Y.Z also works); Render's
+    PYTHON_VERSION must be a full X.Y.Z and wins over the file (https://render.com/docs/python-version);
+    .ci/run runs the suite on that X.Y."""
+    pinned = (PROJECT / ".python-version").read_text()
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?\n", pinned), f".python-version holds {pinned!r}: one line, X.Y or X.Y.Z"
+    minor = ".".join(pinned.strip().split(".")[:2])
+    render = re.search(r'- key: PYTHON_VERSION\n\s+value: "([^"]*)"', (PROJECT / "render.yaml").read_text())
+    assert render, "render.yaml sets no PYTHON_VERSION: Render would pick its default of the day"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", render.group(1)), f"PYTHON_VERSION {render.group(1)}: Render needs X.Y.Z"
+    assert render.group(1).startswith(minor + "."), f"render.yaml runs {render.group(1)}, .python-version {minor}"
+    assert f"FITFLIX_PYTHON=python{minor} bash scripts/test" in (PROJECT / ".ci/run").read_text(), (
+        f"CI does not run the suite on Python {minor}, which the platforms deploy"
+    )
+
+
 def test_env_example_lists_every_variable_and_its_defaults_parse():
     example = PROJECT / ".env.example"
     listed = set(re.findall(r"^#? ?([A-Z_]+)=", example.read_text(), flags=re.MULTILINE))
