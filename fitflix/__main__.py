@@ -50,6 +50,18 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
         ),
         ("request head timeout", f"{plan.head_timeout_s} s", "HEAD_TIMEOUT_S; slow heads never hold a thread"),
         ("thresholds", f"warn {plan.warn_percent}%, critical {plan.critical_percent}%", "MEMORY_WARN/CRITICAL_PERCENT"),
+        (
+            "memory profile",
+            plan.memory_profile,
+            "MEMORY_PROFILE: the defaults of THREADS, MAX_REQUESTS, the percents and the three below",
+        ),
+        ("worker GC", f"gen-0 at {plan.gc_threshold}" if plan.gc_threshold else "Python's own", "GC_THRESHOLD"),
+        ("heap trim", f"after {plan.heap_trim_mb} MB of growth" if plan.heap_trim_mb else "never", "HEAP_TRIM_MB"),
+        (
+            "malloc arenas",
+            str(plan.malloc_arena_max) if plan.malloc_arena_max else "glibc's own (8 x cores)",
+            "MALLOC_ARENA_MAX",
+        ),
     ]
 
 

@@ -48,6 +48,9 @@ class ServiceCollector:
             "fitflix_memory_critical_bytes", "Critical level", value=report.limit_bytes * plan.critical_percent // 100
         )
         status = memory_status(report.used_percent, plan.warn_percent, plan.critical_percent)
+        profile = GaugeMetricFamily("fitflix_memory_profile", "1 for the MEMORY_PROFILE in force", labels=["profile"])
+        profile.add_metric([plan.memory_profile], 1)
+        yield profile
         state = GaugeMetricFamily("fitflix_memory_status", "1 for the current memory status", labels=["status"])
         for name in ("OK", "WARNING", "CRITICAL"):
             state.add_metric([name], 1 if name == status else 0)

@@ -80,6 +80,7 @@ th:nth-child(2),td:nth-child(2){text-align:left}
 <div><dt>Limit</dt><dd><span id="limit-mb">–</span> MB</dd></div>
 <div><dt>Usage</dt><dd><span id="usage-percent">–</span> %</dd></div>
 <div><dt>Limit source</dt><dd id="limit-source">–</dd></div>
+<div><dt>Memory profile</dt><dd id="memory-profile">–</dd></div>
 </dl>
 <svg id="bar" viewBox="0 0 100 10" preserveAspectRatio="none" role="img" aria-label="Usage bar: waiting for data">
 <rect class="track" width="100" height="10"/>
@@ -168,6 +169,7 @@ function show(doc) {
   put("limit-mb", fmt(m.limit));
   put("usage-percent", fmt(pct, 1));
   put("limit-source", m.limitSource ?? c.limitSource ?? "–");
+  put("memory-profile", doc.profile ? doc.profile.name : "–");
   $("bar-fill").setAttribute("width", Math.min(Math.max(pct, 0), 100));
   $("bar-fill").setAttribute("class", "fill " + level);
   for (const [id, x] of [["bar-warn", t.warnPercent], ["bar-crit", t.criticalPercent]]) {

@@ -18,6 +18,24 @@ TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
+MEMORY_PROFILES = ("standard", "memory-optimized")
+
+# What MEMORY_PROFILE changes: the defaults of these variables, each of which can still be set on its own
+# (a variable set in the environment always wins). memory-optimized is the Node.js seed's
+# `start:memory-optimized` (V8 heap capped at 350 of 512 MB instead of 400, a GC every 100 allocations,
+# UV_THREADPOOL_SIZE=2) in Python terms; each value is measured alone in BENCHMARKS.md, part 13.
+PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
+    "standard": {},
+    "memory-optimized": {
+        "MEMORY_WARN_PERCENT": 65,  # the recycle budget derives from it: 284 MB at 512 with one worker (361)
+        "MEMORY_CRITICAL_PERCENT": 75,  # and the hard cap: 335 MB (412)
+        "THREADS": 2,  # the seed's UV_THREADPOOL_SIZE=2
+        "MAX_REQUESTS": 5000,
+        "GC_THRESHOLD": 100,  # the seed's GC every 100 allocations: gen-0 collections at 100, not 700 (Python's)
+        "HEAP_TRIM_MB": 4,  # malloc_trim(0) after a request that grew the worker this much
+        "MALLOC_ARENA_MAX": 2,  # glibc's per-thread malloc arenas, capped before any thread starts
+    },
+}
 
 
 class SettingsError(ValueError):
@@ -57,13 +75,21 @@ class Settings:
     health_token: str | None = field(default=None, repr=False)
     log_format: str = "text"
     access_log_health: bool = True
+    memory_profile: str = "standard"
+    gc_threshold: int = 0  # gen-0 threshold for workers; 0 keeps Python's own (700)
+    heap_trim_mb: int = 0  # malloc_trim(0) after a request that grew the worker this many MB; 0 never
+    malloc_arena_max: int = 0  # glibc's M_ARENA_MAX; 0 leaves glibc's own (8 x cores)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Build Settings from `environ`, reporting every bad value at once."""
         reader = _Reader(environ)
+        profile = reader.choice("MEMORY_PROFILE", "standard", MEMORY_PROFILES) or "standard"
+        for name, value in PROFILE_DEFAULTS[profile].items():
+            reader.profile_defaults[name] = value
         defaults = cls()
         values = dict(
+            memory_profile=profile,
             host=reader.text("HOST", defaults.host),
             port=reader.whole("PORT", defaults.port, 0, 65535, "a TCP port from 0 (any free port) to 65535"),
             max_memory_mb=reader.whole(
@@ -118,11 +144,29 @@ class Settings:
             health_token=reader.secret("HEALTH_TOKEN", 16),
             log_format=reader.choice("LOG_FORMAT", defaults.log_format, LOG_FORMATS),
             access_log_health=reader.boolean("ACCESS_LOG_HEALTH", defaults.access_log_health),
+            gc_threshold=reader.whole(
+                "GC_THRESHOLD", defaults.gc_threshold, 0, 100000, "a whole number from 0 (Python's own) to 100000"
+            ),
+            heap_trim_mb=reader.whole(
+                "HEAP_TRIM_MB", defaults.heap_trim_mb, 0, 65536, "a whole number of megabytes from 0 (never) to 65536"
+            ),
+            malloc_arena_max=reader.whole(
+                "MALLOC_ARENA_MAX", defaults.malloc_arena_max, 0, 1024, "a whole number from 0 (glibc's own) to 1024"
+            ),
         )
         warn, critical = values["memory_warn_percent"], values["memory_critical_percent"]
         if warn is not None and critical is not None and warn >= critical:
+            chosen = {
+                name: ""
+                if name in environ
+                else f" (MEMORY_PROFILE={profile}'s default)"
+                if name in PROFILE_DEFAULTS[profile]
+                else " (the default)"
+                for name in ("MEMORY_WARN_PERCENT", "MEMORY_CRITICAL_PERCENT")
+            }
             reader.problems.append(
-                f"MEMORY_WARN_PERCENT={warn} and MEMORY_CRITICAL_PERCENT={critical}: "
+                f"MEMORY_WARN_PERCENT={warn}{chosen['MEMORY_WARN_PERCENT']} and "
+                f"MEMORY_CRITICAL_PERCENT={critical}{chosen['MEMORY_CRITICAL_PERCENT']}: "
                 "the warning level must be below the critical level"
             )
         if reader.problems:
@@ -136,10 +180,11 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self.problems: list[str] = []
+        self.profile_defaults: dict[str, object] = {}  # MEMORY_PROFILE's defaults, where it changes them
 
     def _parse(self, name: str, default, accepted: str, convert: Callable[[str], object]):
         if name not in self.environ:
-            return default
+            return self.profile_defaults.get(name, default)
         raw = self.environ[name]
         try:
             if raw.strip() == "":

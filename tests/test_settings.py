@@ -94,10 +94,15 @@ def test_an_empty_value_is_refused_with_a_hint_not_replaced_by_the_default(name,
 @pytest.mark.parametrize(
     ("environ", "warn", "critical"),
     [
-        ({"MEMORY_WARN_PERCENT": "90", "MEMORY_CRITICAL_PERCENT": "80"}, 90, 80),
-        ({"MEMORY_WARN_PERCENT": "85", "MEMORY_CRITICAL_PERCENT": "85"}, 85, 85),
-        ({"MEMORY_CRITICAL_PERCENT": "70"}, 80, 70),  # against the default warning level
-        ({"MEMORY_WARN_PERCENT": "95"}, 95, 90),  # against the default critical level
+        ({"MEMORY_WARN_PERCENT": "90", "MEMORY_CRITICAL_PERCENT": "80"}, "90", "80"),
+        ({"MEMORY_WARN_PERCENT": "85", "MEMORY_CRITICAL_PERCENT": "85"}, "85", "85"),
+        ({"MEMORY_CRITICAL_PERCENT": "70"}, "80 (the default)", "70"),  # against the default warning level
+        ({"MEMORY_WARN_PERCENT": "95"}, "95", "90 (the default)"),  # against the default critical level
+        (
+            {"MEMORY_PROFILE": "memory-optimized", "MEMORY_CRITICAL_PERCENT": "60"},
+            "65 (MEMORY_PROFILE=memory-optimized's default)",
+            "60",
+        ),
     ],
 )
 def test_warning_level_at_or_above_critical_is_refused(environ, warn, critical):

@@ -44,6 +44,8 @@ def _load_libc():
         libc.mallinfo2.restype = _Mallinfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
         return libc
     except (OSError, AttributeError):
         return None
@@ -68,3 +70,13 @@ def read_heap() -> HeapFigures | None:
 def malloc_trim() -> bool:
     """Give free heap pages back to the kernel; True when glibc released some."""
     return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
+
+
+# glibc's mallopt parameter for the most malloc arenas (malloc.h: M_ARENA_MAX -8).
+M_ARENA_MAX = -8
+
+
+def set_arena_max(arenas: int) -> bool:
+    """Cap glibc's malloc arenas (each thread that contends gets one, up to 8 x cores, each up to 64 MB of
+    address space). Set it before threads start: arenas already made stay. True when glibc took it."""
+    return bool(_LIBC.mallopt(M_ARENA_MAX, arenas)) if _LIBC is not None and arenas > 0 else False

@@ -16,12 +16,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fitflix.memory.heap import set_arena_max
 from fitflix.memory.portable import PEAK_NOTE, own_rss_bytes, self_memory_reader
 from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving import backstop
 from fitflix.serving.drain import Drain
-from fitflix.serving.sizing import MIB, Plan, PlanError, budget_problem, make_plan, plan_changes, resize_plan
+from fitflix.serving.sizing import (
+    MIB,
+    Plan,
+    PlanError,
+    budget_problem,
+    make_plan,
+    plan_changes,
+    profile_summary,
+    resize_plan,
+)
 from fitflix.serving.state import RUNTIME, SharedState
+from fitflix.serving.warmup import warm_up
 from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor, WorkerRecycler, clean_up
 from fitflix.settings import Settings, SettingsError, load_settings, reload_settings, setting_changes
 
@@ -61,6 +72,9 @@ def load_server_config(dotenv_path: Path) -> ServerConfig:
     except PlanError as error:
         raise SystemExit(f"FitFlix cannot start: {error}") from None
     RUNTIME.plan = plan
+    # Here, in the master before any thread exists (the app is preloaded after this file runs):
+    # every worker's request threads then share at most this many malloc arenas.
+    set_arena_max(plan.malloc_arena_max)
     return ServerConfig(settings, plan, _worker_tmp_dir())
 
 
@@ -96,6 +110,7 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
     for note in plan_changes(running_plan, plan):
         log.info("SIGHUP: plan %s", note)
     RUNTIME.plan = plan
+    set_arena_max(plan.malloc_arena_max)  # arenas made already stay; new workers' threads follow it
     if RUNTIME.shared is not None:
         RUNTIME.shared.set_planned_workers(plan.workers)
     if _monitor is not None:
@@ -125,6 +140,9 @@ def on_starting(server) -> None:
         raise SystemExit(1)
     RUNTIME.shared = SharedState(server.cfg.worker_tmp_dir)
     RUNTIME.shared.set_planned_workers(plan.workers)
+    if server.cfg.preload_app:  # the app is loaded here, in the master: warm it once for every worker
+        warmed = warm_up(server.app.wsgi())
+        server.log.debug("Warm-up in the master: %s", ", ".join(f"{path} {status}" for path, status in warmed))
     for note in plan.notes:
         server.log.info("Plan: %s", note)
     for warning in plan.warnings:
@@ -158,6 +176,7 @@ def when_ready(server) -> None:
         )
     clustering = f"Enabled ({plan.workers} workers)" if plan.workers > 1 else "Disabled (Memory Optimized)"
     server.log.info("Clustering: %s", clustering)
+    server.log.info("Memory profile: %s", profile_summary(plan))
     if settings.health_token is None:
         server.log.warning(
             "HEALTH_TOKEN is not set: /health/memory, /metrics and the memory page show figures and pids "
@@ -223,6 +242,8 @@ def post_worker_init(worker) -> None:
     global _recycler, _request_slot
     RUNTIME.worker = worker
     try:
+        if RUNTIME.plan.gc_threshold:  # MEMORY_PROFILE=memory-optimized, or GC_THRESHOLD
+            gc.set_threshold(RUNTIME.plan.gc_threshold, *gc.get_threshold()[1:])
         if RUNTIME.shared is not None:
             _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
         if load_settings().memory_recycling:

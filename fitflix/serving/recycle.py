@@ -72,6 +72,11 @@ def requests_to_skip(rss_bytes: int, data_bytes: int, limits: WorkerLimits) -> i
     return max(0, min(MAX_SKIPPED_REQUESTS, room // SKIP_GROWTH_BYTES - 1))
 
 
+def should_trim(rss_bytes: int, rss_at_last_read_bytes: int, trim_growth_bytes: int) -> bool:
+    """HEAP_TRIM_MB: the worker grew at least that much since the last read (0: never trim)."""
+    return trim_growth_bytes > 0 and rss_bytes - rss_at_last_read_bytes >= trim_growth_bytes
+
+
 def memory_verdict(uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:
     """KEEP, RECYCLE (gracefully, one worker at a time) or URGENT (gracefully, now)."""
     if uss_bytes >= limits.hard_cap_bytes:

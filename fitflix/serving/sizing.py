@@ -79,6 +79,10 @@ class Plan:
     drain_s: int
     warn_percent: int
     critical_percent: int
+    memory_profile: str = "standard"
+    gc_threshold: int = 0  # workers' gen-0 GC threshold; 0: Python's own
+    heap_trim_mb: int = 0  # malloc_trim after a request that grew a worker this much; 0: never
+    malloc_arena_max: int = 0  # glibc's M_ARENA_MAX, set in the master before any thread; 0: glibc's own
     budget_from_env: bool = False  # WORKER_MAX_MEMORY_MB fixed the budget; it stays when workers change
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
@@ -173,6 +177,10 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         drain_s=settings.drain_s,
         warn_percent=settings.memory_warn_percent,
         critical_percent=settings.memory_critical_percent,
+        memory_profile=settings.memory_profile,
+        gc_threshold=settings.gc_threshold,
+        heap_trim_mb=settings.heap_trim_mb,
+        malloc_arena_max=settings.malloc_arena_max,
         budget_from_env=settings.worker_max_memory_mb is not None,
         notes=tuple(notes),
         warnings=tuple(warnings),
@@ -209,7 +217,15 @@ def resize_plan(plan: Plan, workers: int) -> Plan:
     return replace(plan, workers=workers, worker_budget_mb=budget_mb, worker_hard_cap_mb=hard_cap_mb)
 
 
-PLAN_FIELDS_SHOWN = ("limit_mb", "workers", "threads", "worker_budget_mb", "worker_hard_cap_mb", "max_requests")
+PLAN_FIELDS_SHOWN = (
+    "limit_mb",
+    "workers",
+    "threads",
+    "worker_budget_mb",
+    "worker_hard_cap_mb",
+    "max_requests",
+    "memory_profile",
+)
 
 
 def plan_changes(old: Plan, new: Plan) -> list[str]:
@@ -235,4 +251,15 @@ def budget_problem(plan: Plan, baseline_mb: float, budget_from_env: bool) -> str
         f"a {plan.limit_mb} MB limit ({plan.limit_source}) leaves each of {plan.workers} worker(s) "
         f"{plan.worker_budget_mb} MB, below the {baseline_mb:.0f} MB a worker holds at start "
         "(measured); raise MAX_MEMORY_MB or the container's memory, or lower WEB_CONCURRENCY"
+    )
+
+
+def profile_summary(plan: Plan) -> str:
+    """The profile and what it set, for the banner and `python -m fitflix plan`."""
+    gc_text = f"GC at {plan.gc_threshold}" if plan.gc_threshold else "Python's GC"
+    trim = f"trim after {plan.heap_trim_mb} MB" if plan.heap_trim_mb else "no trim"
+    arenas = f"{plan.malloc_arena_max} malloc arenas" if plan.malloc_arena_max else "glibc's arenas"
+    return (
+        f"{plan.memory_profile} (recycle at {plan.worker_budget_mb} MB, cap {plan.worker_hard_cap_mb} MB, "
+        f"{plan.threads} threads, max_requests {plan.max_requests}, {gc_text}, {trim}, {arenas})"
     )

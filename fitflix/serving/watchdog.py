@@ -35,6 +35,7 @@ from fitflix.serving.recycle import (
     memory_verdict,
     needs_exact_check,
     requests_to_skip,
+    should_trim,
 )
 from fitflix.serving.sizing import MIB, Plan, resize_plan
 from fitflix.serving.state import SharedState
@@ -96,6 +97,7 @@ class WorkerRecycler:
         self.reason: str | None = None
         self.figures: tuple[int, int] | None = None  # (rss, uss) when the decision was made
         self._unread = 0  # requests that may still pass before the next statm read
+        self._rss_at_last_read = rss
         self._in_flight: dict[int, float] = {}  # thread ident -> when its request started
         self._exit_lock = threading.Lock()
         self._exited = False
@@ -181,6 +183,10 @@ class WorkerRecycler:
             return
         rss, data = self.read()
         data = data or 0  # without a data-segment figure there is no data limit to compare it with
+        if should_trim(rss, self._rss_at_last_read, self.plan.heap_trim_mb * MIB):
+            malloc_trim()  # HEAP_TRIM_MB (memory-optimized): hand back what the heavy request freed
+            rss, _data = self.read()
+        self._rss_at_last_read = rss
         if not needs_exact_check(rss, data, self.limits):
             self._unread = requests_to_skip(rss, data, self.limits)
             return
