@@ -235,3 +235,18 @@ def test_no_request_can_cross_the_threshold_unread_at_the_assumed_growth():
         skipped = requests_to_skip(rss_mb * MIB, 0, limits)
         # the skipped requests and the next (read) one, each growing by the allowance, stay below the threshold
         assert skipped == 0 or rss_mb * MIB + (skipped + 1) * SKIP_GROWTH_BYTES <= limits.threshold_bytes
+
+
+@pytest.mark.parametrize(
+    ("rss_mb", "last_mb", "trim_mb", "expected"),
+    [
+        (100, 96, 4, True),  # grew exactly the threshold
+        (100, 97, 4, False),  # grew less
+        (90, 100, 4, False),  # shrank
+        (500, 10, 0, False),  # HEAP_TRIM_MB=0: never
+    ],
+)
+def test_should_trim_after_growth_of_at_least_heap_trim_mb(rss_mb, last_mb, trim_mb, expected):
+    from fitflix.serving.recycle import should_trim
+
+    assert should_trim(rss_mb * MIB, last_mb * MIB, trim_mb * MIB) is expected
