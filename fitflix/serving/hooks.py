@@ -141,8 +141,12 @@ def on_starting(server) -> None:
     RUNTIME.shared = SharedState(server.cfg.worker_tmp_dir)
     RUNTIME.shared.set_planned_workers(plan.workers)
     if server.cfg.preload_app:  # the app is loaded here, in the master: warm it once for every worker
-        warmed = warm_up(server.app.wsgi())
-        server.log.debug("Warm-up in the master: %s", ", ".join(f"{path} {status}" for path, status in warmed))
+        try:
+            warmed = warm_up(server.app.wsgi())
+        except Exception:  # a saving, never a reason not to start
+            server.log.warning("Warm-up in the master failed; workers warm up on their own", exc_info=True)
+        else:
+            server.log.debug("Warm-up in the master: %s", ", ".join(f"{path} {status}" for path, status in warmed))
     for note in plan.notes:
         server.log.info("Plan: %s", note)
     for warning in plan.warnings:
