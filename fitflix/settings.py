@@ -23,17 +23,17 @@ MEMORY_PROFILES = ("standard", "memory-optimized")
 # What MEMORY_PROFILE changes: the defaults of these variables, each of which can still be set on its own
 # (a variable set in the environment always wins). memory-optimized is the Node.js seed's
 # `start:memory-optimized` (V8 heap capped at 350 of 512 MB instead of 400, a GC every 100 allocations,
-# UV_THREADPOOL_SIZE=2) in Python terms; each value is measured alone in BENCHMARKS.md, part 13.
+# UV_THREADPOOL_SIZE=2) in Python terms, keeping only what measured a gain alone (BENCHMARKS.md, part 13):
+# the lower budgets (leak peak 0.83 x standard's) and 2 threads (a busy worker -0.4 MB, /health x1.15).
+# Measured alone and not kept: GC_THRESHOLD=100 (Python frees by refcount: leak peak +8 MB, no USS gain),
+# HEAP_TRIM_MB=4 and MALLOC_ARENA_MAX=2 (no gain in peak or USS, /health x0.94-1.06), MAX_REQUESTS=5000 (no
+# change in any figure, twice the recycles). They stay available on their own.
 PROFILE_DEFAULTS: dict[str, dict[str, int]] = {
     "standard": {},
     "memory-optimized": {
         "MEMORY_WARN_PERCENT": 65,  # the recycle budget derives from it: 284 MB at 512 with one worker (361)
         "MEMORY_CRITICAL_PERCENT": 75,  # and the hard cap: 335 MB (412)
         "THREADS": 2,  # the seed's UV_THREADPOOL_SIZE=2
-        "MAX_REQUESTS": 5000,
-        "GC_THRESHOLD": 100,  # the seed's GC every 100 allocations: gen-0 collections at 100, not 700 (Python's)
-        "HEAP_TRIM_MB": 4,  # malloc_trim(0) after a request that grew the worker this much
-        "MALLOC_ARENA_MAX": 2,  # glibc's per-thread malloc arenas, capped before any thread starts
     },
 }
 

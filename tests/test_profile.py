@@ -22,7 +22,7 @@ BOTH = {
     "worker_budget_mb": (361, 284),  # (512 x 80% - 48) and (512 x 65% - 48)
     "worker_hard_cap_mb": (412, 335),  # + 512 x 10%
     "master_reserve_mb": (48, 48),
-    "max_requests": (10000, 5000),
+    "max_requests": (10000, 10000),
     "max_requests_jitter": (1000, 1000),
     "timeout_s": (30, 30),
     "graceful_timeout_s": (20, 20),
@@ -31,9 +31,9 @@ BOTH = {
     "warn_percent": (80, 65),
     "critical_percent": (90, 75),
     "memory_profile": ("standard", "memory-optimized"),
-    "gc_threshold": (0, 100),
-    "heap_trim_mb": (0, 4),
-    "malloc_arena_max": (0, 2),
+    "gc_threshold": (0, 0),
+    "heap_trim_mb": (0, 0),
+    "malloc_arena_max": (0, 0),
     "budget_from_env": (False, False),
 }
 
@@ -59,12 +59,8 @@ def test_memory_optimized_leaves_more_room_below_the_limit():
     ("variable", "value", "field", "expected"),
     [
         ("THREADS", "8", "threads", 8),
-        ("MAX_REQUESTS", "0", "max_requests", 0),
         ("MEMORY_WARN_PERCENT", "70", "warn_percent", 70),
         ("MEMORY_CRITICAL_PERCENT", "90", "critical_percent", 90),
-        ("GC_THRESHOLD", "0", "gc_threshold", 0),
-        ("HEAP_TRIM_MB", "16", "heap_trim_mb", 16),
-        ("MALLOC_ARENA_MAX", "4", "malloc_arena_max", 4),
     ],
 )
 def test_a_variable_set_on_its_own_wins_over_the_profile(variable, value, field, expected):
@@ -73,9 +69,11 @@ def test_a_variable_set_on_its_own_wins_over_the_profile(variable, value, field,
     assert plan.memory_profile == "memory-optimized"
 
 
-def test_each_knob_works_alone_in_the_standard_profile():
-    plan = make_plan(Settings.from_env({"GC_THRESHOLD": "100", "HEAP_TRIM_MB": "4"}), container(512, 1))
-    assert (plan.memory_profile, plan.gc_threshold, plan.heap_trim_mb, plan.threads) == ("standard", 100, 4, 8)
+def test_the_knobs_no_profile_sets_work_on_their_own_in_either():
+    environ = {"GC_THRESHOLD": "100", "HEAP_TRIM_MB": "4", "MALLOC_ARENA_MAX": "2", "MAX_REQUESTS": "5000"}
+    for profile in ("standard", "memory-optimized"):
+        plan = make_plan(Settings.from_env({"MEMORY_PROFILE": profile, **environ}), container(512, 1))
+        assert (plan.gc_threshold, plan.heap_trim_mb, plan.malloc_arena_max, plan.max_requests) == (100, 4, 2, 5000)
 
 
 def test_the_profile_names_are_case_insensitive_and_anything_else_is_refused():
@@ -94,6 +92,6 @@ def test_every_profile_default_is_a_variable_the_settings_read():
 def test_the_summary_says_what_the_profile_set():
     plan = make_plan(Settings.from_env({"MEMORY_PROFILE": "memory-optimized"}), container(512, 1))
     assert profile_summary(plan) == (
-        "memory-optimized (recycle at 284 MB, cap 335 MB, 2 threads, max_requests 5000, GC at 100, "
-        "trim after 4 MB, 2 malloc arenas)"
+        "memory-optimized (recycle at 284 MB, cap 335 MB, 2 threads, max_requests 10000, Python's GC, "
+        "no trim, glibc's arenas)"
     )
