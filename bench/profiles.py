@@ -554,7 +554,11 @@ def run(scale: Scale) -> Part:
         f"they are counted (memory-optimized's own MAX_REQUESTS=5000 is overridden there): {bounds.busy_requests:,} "
         f"requests to /health over {CONNECTIONS} keep-alive connections (wrk), {SETTLE_S} s, then each worker's "
         "USS (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup), the master's, and the tree's PSS; the "
-        f"worker with the larger USS is broken down by mapping from /proc/PID/smaps in the notes. `{PLAIN.name}` "
+        "worker with the larger USS is broken down by mapping from /proc/PID/smaps in the notes (private MB, and "
+        "how many mappings): files by name; [anon: malloc thread arenas] = anonymous areas at 64 MiB-aligned "
+        "addresses (glibc's per-thread heaps; counted as [anon] under another malloc), [anon: thread stacks] = "
+        "anonymous areas right after a guard page, [anon] = the rest (pymalloc's arenas, large objects, pages "
+        f"written since the fork). `{PLAIN.name}` "
         f"(`gunicorn -w {BUSY_WORKERS} -c /dev/null {BUSY_APP}`) runs (3) alone for the tree PSS at equal worker "
         "counts. Busy rows are skipped for the knobs a /health worker cannot show (the budget acts at hundreds of "
         "MB; MAX_REQUESTS is 0 there).",
