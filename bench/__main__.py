@@ -30,6 +30,7 @@ from bench import (
     neighbours,
     overhead,
     portable,
+    profiles,
     recycle,
     rolling,
     slow_clients,
@@ -56,6 +57,7 @@ PARTS = {
     10: slow_clients,
     11: rolling,
     12: portable,
+    13: profiles,
 }
 log = logging.getLogger("bench")
 
