@@ -112,8 +112,21 @@ STANDARD = Config("standard", "profile")
 PLAIN = Config(f"plain -w {BUSY_WORKERS}", "peer", served=False)
 
 
+# The seed's start:memory-optimized in Python terms, every candidate measured alone before it is kept;
+# fitflix.settings.PROFILE_DEFAULTS holds the ones kept. WARM_UP=false: the warm-up both profiles do, off.
+CANDIDATES = {
+    "MEMORY_WARN_PERCENT": 65,
+    "MEMORY_CRITICAL_PERCENT": 75,
+    "THREADS": 2,
+    "GC_THRESHOLD": 100,
+    "HEAP_TRIM_MB": 4,
+    "MALLOC_ARENA_MAX": 2,
+    "MAX_REQUESTS": 5000,
+}
+
+
 def knob_configs(profile_defaults: Mapping[str, int]) -> list[Config]:
-    """Standard plus one knob of the profile each; the knobs in KNOBS_TOGETHER as one."""
+    """Standard plus one candidate knob each; the knobs in KNOBS_TOGETHER as one; whether the profile kept it."""
     configs, done = [], set()
     for name in profile_defaults:
         if name in done:
@@ -122,7 +135,10 @@ def knob_configs(profile_defaults: Mapping[str, int]) -> list[Config]:
         done.update(together)
         env = {variable: str(profile_defaults[variable]) for variable in together if variable in profile_defaults}
         label = " + ".join(f"{variable}={value}" for variable, value in env.items())
-        configs.append(Config(label, "knob alone", env, busy=not NOT_FOR_BUSY & set(together)))
+        kept = set(together) <= set(PROFILE_DEFAULTS[OPTIMIZED])
+        kind = "knob alone, kept" if kept else "knob alone, not kept"
+        configs.append(Config(label, kind, env, busy=not NOT_FOR_BUSY & set(together)))
+    configs.append(Config("WARM_UP=false", "warm-up off", {"WARM_UP": "false"}, served=False))
     return configs
 
 
@@ -572,7 +588,7 @@ def run(scale: Scale) -> Part:
     knobs: list[Config] = []
     allocators: list[Config] = []
     if bounds.every_configuration:
-        knobs, allocators = knob_configs(PROFILE_DEFAULTS[OPTIMIZED]), allocator_configs(part)
+        knobs, allocators = knob_configs(CANDIDATES), allocator_configs(part)
     else:
         part.notes.append("quick run: the knobs alone and the allocators are not run")
     # Measured with the targets' configurations first, so a time bound cuts the rest; shown in reading order.
@@ -655,7 +671,10 @@ def add_notes(part: Part, results: dict[str, Measured], standard: Measured | Non
         return
     effects = []
     for measured in results.values():
-        if measured.config.kind not in ("knob alone", "allocator", "profile") or measured is standard:
+        if (
+            not measured.config.kind.startswith(("knob alone", "allocator", "profile", "warm-up"))
+            or measured is standard
+        ):
             continue
         figures = []
         if peak(measured) and peak(standard):

@@ -79,6 +79,7 @@ class Settings:
     gc_threshold: int = 0  # gen-0 threshold for workers; 0 keeps Python's own (700)
     heap_trim_mb: int = 0  # malloc_trim(0) after a request that grew the worker this many MB; 0 never
     malloc_arena_max: int = 0  # glibc's M_ARENA_MAX; 0 leaves glibc's own (8 x cores)
+    warm_up: bool = True  # the master sends the service's read-only endpoints a few requests before forking
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -150,6 +151,7 @@ class Settings:
             heap_trim_mb=reader.whole(
                 "HEAP_TRIM_MB", defaults.heap_trim_mb, 0, 65536, "a whole number of megabytes from 0 (never) to 65536"
             ),
+            warm_up=reader.boolean("WARM_UP", defaults.warm_up),
             malloc_arena_max=reader.whole(
                 "MALLOC_ARENA_MAX", defaults.malloc_arena_max, 0, 1024, "a whole number from 0 (glibc's own) to 1024"
             ),

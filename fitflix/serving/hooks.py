@@ -140,7 +140,7 @@ def on_starting(server) -> None:
         raise SystemExit(1)
     RUNTIME.shared = SharedState(server.cfg.worker_tmp_dir)
     RUNTIME.shared.set_planned_workers(plan.workers)
-    if server.cfg.preload_app:  # the app is loaded here, in the master: warm it once for every worker
+    if server.cfg.preload_app and load_settings().warm_up:  # the app is loaded here: warm it once for every worker
         try:
             warmed = warm_up(server.app.wsgi())
         except Exception:  # a saving, never a reason not to start

@@ -4,8 +4,8 @@ What a first request builds lazily (Flask's URL adapter, the health context
 and its probe, prometheus_client's registry walk, the OpenAPI document) and
 the bytecode the interpreter specializes on first runs are then made once,
 in the master, and shared with every worker, instead of once per worker in
-private pages. Measured: a busy worker holds about 1.1 MB less private
-memory, the master 0.7 MB less (BENCHMARKS.md, part 13).
+private pages (`WARM_UP=false` turns it off; BENCHMARKS.md part 13 has a
+busy worker with and without it).
 """
 
 from __future__ import annotations
