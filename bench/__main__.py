@@ -1,4 +1,4 @@
-"""Run every benchmark: `.venv/bin/python -m bench` (about 20-25 min on 2 cores), `--quick` (about 4).
+"""Run every benchmark: `.venv/bin/python -m bench` (about 30 min on 2 cores), `--quick` (about 4).
 
 Prints one table per part as it goes and, for a full run of every part,
 writes BENCHMARKS.md (the command, the date, the core count, each target met

@@ -1,4 +1,4 @@
-"""How big each part runs: the full run (about 20-25 minutes on 2 cores) or --quick (about 4)."""
+"""How big each part runs: the full run (about 30 minutes on 2 cores with parts 11-13) or --quick (about 4)."""
 
 from __future__ import annotations
 
