@@ -553,9 +553,11 @@ def run(scale: Scale) -> Part:
     part = Part(
         13,
         "Memory profiles: standard vs memory-optimized, each knob alone, the allocators, and a busy worker",
-        f"Every knob of MEMORY_PROFILE={OPTIMIZED} is an environment variable: 'knob alone' = standard plus that "
-        "one variable (the warn and critical percents together: the recycle budget and the hard cap derive from "
-        "them); 'allocator' = standard with another malloc. Each configuration runs three gunicorn.conf.py servers "
+        f"Every candidate for MEMORY_PROFILE={OPTIMIZED} (the Node.js seed's start:memory-optimized in Python "
+        "terms) is an environment variable: 'knob alone' = standard plus that one variable (the warn and critical "
+        "percents together: the recycle budget and the hard cap derive from them), and 'kept' = the profile sets "
+        "it; 'warm-up off' = standard with WARM_UP=false; 'allocator' = standard with another malloc. "
+        "Each configuration runs three gunicorn.conf.py servers "
         f"one after the other, each in its own {LIMIT_MB} MB memory cgroup, with DRAIN_S=0 (so each stops at once) "
         "and the worker count its profile plans (one). (1) `tests.apps.service_with_leaks:app`: /health "
         f"requests/s over {CONNECTIONS} keep-alive connections (wrk, {bounds.rps_run_s:g} s x {bounds.rps_rounds} "
@@ -567,7 +569,7 @@ def run(scale: Scale) -> Part:
         "'Recycling worker ... reason=memory' log lines, failed = no answer or a status >= 500. (3) `wsgi:app` "
         "(the service itself: the master warms it up before the first fork; the leaky wrapper is a plain function "
         f"it leaves alone) with WEB_CONCURRENCY={BUSY_WORKERS} and MAX_REQUESTS=0, so no worker is replaced while "
-        f"they are counted (memory-optimized's own MAX_REQUESTS=5000 is overridden there): {bounds.busy_requests:,} "
+        f"they are counted: {bounds.busy_requests:,} "
         f"requests to /health over {CONNECTIONS} keep-alive connections (wrk), {SETTLE_S} s, then each worker's "
         "USS (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup), the master's, and the tree's PSS; the "
         "worker with the larger USS is broken down by mapping from /proc/PID/smaps in the notes (private MB, and "
