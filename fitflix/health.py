@@ -75,6 +75,12 @@ def health_context(app: Flask) -> HealthContext:
         )
         context = HealthContext(settings, plan, probe)
         app.extensions["fitflix.health"] = context
+    running = RUNTIME.plan
+    if isinstance(running, Plan) and running is not context.planned:
+        # A SIGHUP made a new plan after this context was made (in the master, by the warm-up,
+        # and inherited by every worker): answer with the plan the server runs now.
+        context.planned = running
+        context.probe.limit_mb, context.probe.limit_source = running.limit_mb, running.limit_source
     return context
 
 
