@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from fitflix.memory.process import PAGE_BYTES, ProcessMemory, StatmReader, read_smaps_rollup
+from fitflix.memory.process import PAGE_BYTES, ProcessMemory, StatmReader, pid_alive, read_smaps_rollup
 
 # getrusage's ru_maxrss is in KiB on Linux and the BSDs, in bytes on macOS.
 MAXRSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024
@@ -112,7 +112,7 @@ def read_process_memory(
         return statm_memory(pid, root)  # None when the process ended
     own = pid == "self" or int(pid) == os.getpid()
     number = os.getpid() if own else int(pid)
-    if not _exists(number):
+    if not pid_alive(number):
         return None
     fallbacks = fallbacks or system_fallbacks()
     reasons: list[tuple[str, str]] = []
@@ -207,16 +207,6 @@ def _psutil_memory(psutil, pid: int, reasons: list[tuple[str, str]]) -> ProcessM
         source="psutil",
         unavailable=tuple(unavailable),
     )
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class PsutilReader:

@@ -86,6 +86,17 @@ def read_smaps_rollup(pid: int | str, root: Path = Path("/")) -> ProcessMemory |
     return parse_smaps_rollup(os.getpid() if pid == "self" else int(pid), text)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (signal 0; one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def parent_pid(stat_text: str) -> int:
     """The ppid field of /proc/PID/stat; the command name may hold spaces and parentheses."""
     return int(stat_text.rpartition(")")[2].split()[1])

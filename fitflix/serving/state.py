@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from fitflix.memory.process import pid_alive
+
 REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
 # Why a worker closed a connection that had not sent a whole request head (fitflix.serving.worker).
 CUT_REASONS = ("slow_head", "silent", "idle_at_cap")
@@ -90,7 +92,7 @@ class SharedState:
         """Take the one memory-recycle slot; False while another live worker holds it."""
         with self._locked() as fields:
             holder = fields[_RECYCLING]
-            if holder not in (0, pid) and _alive(holder):
+            if holder not in (0, pid) and pid_alive(holder):
                 return False
             fields[_RECYCLING] = pid
             return True
@@ -98,7 +100,7 @@ class SharedState:
     def memory_recycle_holder(self) -> int:
         with self._locked() as fields:
             holder = fields[_RECYCLING]
-            return holder if holder and _alive(holder) else 0
+            return holder if holder and pid_alive(holder) else 0
 
     def mark_guard_target(self, pid: int) -> None:
         with self._locked() as fields:
@@ -113,7 +115,7 @@ class SharedState:
         with self._locked() as fields:
             for index in range(WORKER_SLOTS):
                 holder, served, _bytes, _kind = _SLOT.unpack_from(self._map, _slot_offset(index))
-                if holder == 0 or not _alive(holder):
+                if holder == 0 or not pid_alive(holder):
                     fields[_RETIRED] += served
                     _SLOT.pack_into(self._map, _slot_offset(index), pid, 0, 0, 0)
                     return index
@@ -127,7 +129,7 @@ class SharedState:
         """
         with self._locked():
             holders = [_SLOT.unpack_from(self._map, _slot_offset(index))[0] for index in range(WORKER_SLOTS)]
-        return sorted(pid for pid in holders if pid and _alive(pid))
+        return sorted(pid for pid in holders if pid and pid_alive(pid))
 
     def set_planned_workers(self, workers: int) -> None:
         with self._locked() as fields:
@@ -200,16 +202,6 @@ class SharedState:
                 if holder == pid:
                     fields[_RETIRED] += served
                     _SLOT.pack_into(self._map, _slot_offset(index), 0, 0, 0, 0)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
