@@ -322,6 +322,17 @@ def test_budget_problem_explains_a_limit_too_small_for_the_workers():
     assert "each of 16 worker(s) 22 MB" in problem
     assert "below the 30 MB" in problem
     assert "WORKER_MAX_MEMORY_MB" not in problem
+    assert "MEMORY_PROFILE" not in problem
+
+
+def test_budget_problem_names_the_profile_when_it_lowered_the_budget():
+    # 96 MB: standard leaves one worker 28 MB, memory-optimized (65 %) 14 MB; both below a 33 MB baseline.
+    plan = make_plan(Settings.from_env({"MEMORY_PROFILE": "memory-optimized", "MAX_MEMORY_MB": "96"}), container())
+
+    problem = budget_problem(plan, baseline_mb=33.0, budget_from_env=False)
+
+    assert plan.worker_budget_mb == 14
+    assert problem.endswith("or raise MEMORY_WARN_PERCENT (65% here: MEMORY_PROFILE=memory-optimized)")
 
 
 @pytest.mark.parametrize("environ", [{}, {"ENABLE_CLUSTERING": "true"}, {"MEMORY_CRITICAL_PERCENT": "95"}])

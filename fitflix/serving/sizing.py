@@ -251,6 +251,11 @@ def budget_problem(plan: Plan, baseline_mb: float, budget_from_env: bool) -> str
         f"a {plan.limit_mb} MB limit ({plan.limit_source}) leaves each of {plan.workers} worker(s) "
         f"{plan.worker_budget_mb} MB, below the {baseline_mb:.0f} MB a worker holds at start "
         "(measured); raise MAX_MEMORY_MB or the container's memory, or lower WEB_CONCURRENCY"
+        + (
+            f", or raise MEMORY_WARN_PERCENT ({plan.warn_percent}% here: MEMORY_PROFILE={plan.memory_profile})"
+            if plan.memory_profile != "standard"
+            else ""
+        )
     )
 
 
