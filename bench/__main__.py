@@ -2,8 +2,9 @@
 
 Prints one table per part as it goes and, for a full run of every part,
 writes BENCHMARKS.md (the command, the date, the core count, each target met
-or missed). `--quick` and `--parts` only print, unless `--output` is given, so
-a smoke run never replaces the reference numbers.
+or missed) and each part's figures, as SVG and CSV, in figures/ beside it.
+`--quick` and `--parts` write their markdown and figures only where `--output`
+says, so a smoke run never replaces the reference numbers or pictures.
 
 Peers run on 127.0.0.1 only, each in a memory cgroup of its own; every
 process we start is ended by its pid and every cgroup we create is removed,
@@ -19,6 +20,7 @@ import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from bench import (
     leak,
     neighbours,
     overhead,
+    plots,
     portable,
     profiles,
     recycle,
@@ -95,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     wrk = wrk_path()
+    all_parts = sorted(numbers) == sorted(PARTS)
+    output = args.output or (PROJECT / "BENCHMARKS.md" if not args.quick and all_parts else None)
+    # The figures go beside the markdown (figures/, linked from it); a run that writes none keeps them apart.
+    figures = plots.use_directory(
+        output.parent / "figures" if output else Path(tempfile.mkdtemp(prefix="fitflix-bench-figures-"))
+    )
+    log.info("figures and their CSVs go to %s", figures)
     started_at = datetime.datetime.now(datetime.UTC)
     started = time.monotonic()
     parts: list[Part] = []
@@ -133,11 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         "- The machine is shared and noisy: read medians and ratios, not single figures. Regenerate with the command "
         "above; nothing here is asserted by the tests.",
     ]
-    all_parts = sorted(numbers) == sorted(PARTS)
-    output = args.output or (PROJECT / "BENCHMARKS.md" if not args.quick and all_parts else None)
     if output is not None:
-        output.write_text(markdown(parts, header))
-        print(f"wrote {output}")
+        output.write_text(markdown(parts, header, figures.name))
+        print(f"wrote {output} (figures in {figures})")
     missed = [(part.number, target.text) for part in parts for target in part.targets if target.met is False]
     print(f"done in {total_s / 60:.1f} min; targets missed: {missed or 'none'}")
     return 0

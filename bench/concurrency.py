@@ -6,7 +6,7 @@ import logging
 import statistics
 import time
 
-from bench import peers
+from bench import peers, plots
 from bench.load import throughput
 from bench.report import Part, Target
 from bench.scale import Scale
@@ -79,6 +79,23 @@ def run(scale: Scale) -> Part:
     part.add("median", sync.name, "", "", "", "", f"{sync_median:.2f}", "", "")
     part.notes.append(
         f"ratio fitflix / sync of req/s per MB: {ratio:.1f}x on container usage, {ws_ratio:.1f}x on working set"
+    )
+    rounds = len(per_mb[ours.name])
+    part.pictures.append(
+        plots.bars(
+            "part6-concurrency",
+            f"I/O-bound requests/s per MB of container memory: fitflix {ratio:.1f} x one sync worker",
+            plots.Bars(
+                [str(number) for number in range(1, rounds + 1)],
+                {name: values for name, values in per_mb.items()},
+                "requests/s per MB of container usage",
+                horizontal=False,
+                digits=2,
+            ),
+            alt=f"Requests per second per megabyte of container usage on an endpoint that waits 50 ms, per round: "
+            f"fitflix's gthread worker gives {ratio:.1f} times what one sync worker gives.",
+            xlabel="round",
+        )
     )
     part.targets.append(
         Target(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-from bench import peers
+from bench import peers, plots
 from bench.load import requests_until
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Footprint, Peer, mb, serving
+from fitflix.serving.sizing import MIB
 
 log = logging.getLogger("bench")
 
@@ -123,6 +124,31 @@ def run(scale: Scale) -> Part:
             )
 
     fitflix_fp = results.get("fitflix")
+    if results:
+        finding = (
+            f"fitflix's whole tree {fitflix_fp[1].tree_pss_bytes / plain_fp[1].tree_pss_bytes:.2f} x plain gunicorn's"
+            if fitflix_fp and plain_fp
+            else "each peer's whole process tree"
+        )
+        part.pictures.append(
+            plots.bars(
+                "part1-footprint",
+                f"Memory the service really holds (tree PSS), idle and after {n:,} requests: {finding}",
+                plots.Bars(
+                    [
+                        f"{name} ({after.workers} worker{'s' if after.workers != 1 else ''})"
+                        for name, (_idle, after) in results.items()
+                    ],
+                    {
+                        "idle": [idle.tree_pss_bytes / MIB for idle, _after in results.values()],
+                        f"after {n:,} requests": [after.tree_pss_bytes / MIB for _idle, after in results.values()],
+                    },
+                    "tree PSS (master + workers), MB",
+                ),
+                alt=f"Tree PSS per peer and worker count, idle and after {n:,} requests to /health: {finding}.",
+                series_colours={"idle": plots.LIGHT_GREY, f"after {n:,} requests": plots.DARK_GREY},
+            )
+        )
     if fitflix_fp and plain_fp:
         ratio = fitflix_fp[1].tree_pss_bytes / plain_fp[1].tree_pss_bytes
         idle_ratio = fitflix_fp[0].tree_pss_bytes / plain_fp[0].tree_pss_bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench import peers
+from bench import peers, plots
 from bench.load import throughput
 from bench.report import Part
 from bench.scale import Scale
@@ -66,6 +66,22 @@ def run(scale: Scale) -> Part:
         "",
     )
     per_request_us = (1 / statistics.median(memory_rates) - 1 / statistics.median(health_rates)) * 1e6
+    part.pictures.append(
+        plots.bars(
+            "part7-health-cost",
+            f"/health/memory answers at {ratio:.2f} x the rate of /health (its report cached for 1 s per worker)",
+            plots.Bars(
+                [str(number) for number in range(1, len(health_rates) + 1)],
+                {"/health": health_rates, "/health/memory": memory_rates},
+                "requests/s (8 keep-alive connections)",
+                horizontal=False,
+                digits=0,
+            ),
+            alt=f"Requests per second on /health and on /health/memory in each round; /health/memory runs at "
+            f"{ratio:.2f} times the rate of /health.",
+            xlabel="round",
+        )
+    )
     part.notes.append(
         f"one /health/memory costs about {per_request_us:.0f} us more than one /health (from the medians)"
     )

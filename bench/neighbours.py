@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from bench import peers
+from bench import peers, plots
 from bench.leak import outcome_counts
 from bench.load import run_clients
 from bench.report import Part
 from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
+from fitflix.serving.sizing import MIB
 from tests.support.cgroups import MemoryCgroup
 from tests.support.holder import MemoryHolder
 
@@ -185,6 +186,7 @@ def run(scale: Scale) -> Part:
     reason = peers.uwsgi_or_reason()
     if reason is not None:
         part.notes.append(f"uwsgi not run: {reason}")
+    split: dict[str, tuple[float | None, float | None, str]] = {}  # fitflix per case: service, neighbours, guard
     for case in CASES:
         for peer, setting in line_up(case, with_uwsgi=reason is None):
             log.info("part 9: case %s, %s", case.number, peer.name)
@@ -212,7 +214,38 @@ def run(scale: Scale) -> Part:
                 outcome_counts(measured.samples) or "-",
                 measured.neighbour_at_end,
             )
+            if peer.kind == "fitflix":
+                service, neighbours = field(after, "servicePssBytes"), field(after, "container", "neighboursBytes")
+                split[f"case {case.number}: {case.cgroup_mb} MB cgroup, {setting}"] = (
+                    None if service is None else service / MIB,
+                    None if neighbours is None else neighbours / MIB,
+                    guard_recycles(measured),
+                )
             recycles = recycles_text(measured.after)
             if recycles is not None:
                 part.notes.append(f"case {case.number}, {peer.name}: recycles by reason since the start: {recycles}")
+    if split:
+        guards = ", ".join(guard for _service, _neighbours, guard in split.values())
+        part.pictures.append(
+            plots.bars(
+                "part9-neighbours",
+                f"What FitFlix reports with a neighbour in its cgroup: its own PSS apart from the neighbour's memory; "
+                f"guard recycles for it: {guards}",
+                plots.Bars(
+                    list(split),
+                    {
+                        "the service (tree PSS)": [service for service, _n, _g in split.values()],
+                        "neighbours (working set - service)": [neighbours for _s, neighbours, _g in split.values()],
+                    },
+                    "MB, from fitflix's /health/memory after the load",
+                    digits=0,
+                ),
+                alt="FitFlix's own memory (tree PSS) and the neighbours' memory it reports, per case, from its "
+                f"/health/memory; the guard recycled {guards} workers for memory that was not the service's.",
+                series_colours={
+                    "the service (tree PSS)": plots.BLUE,
+                    "neighbours (working set - service)": plots.LIGHT_GREY,
+                },
+            )
+        )
     return part

@@ -7,7 +7,7 @@ import os
 import statistics
 import time
 
-from bench import peers
+from bench import peers, plots
 from bench.load import throughput
 from bench.report import Part, Target
 from bench.scale import Scale
@@ -99,6 +99,23 @@ def run(scale: Scale) -> Part:
             f"{cpu_a - cpu_b:+.1f} us, a throughput ratio of {cpu_b / cpu_a:.3f} for a CPU-bound worker"
         )
     part.notes.append(f"median of the per-round ratios: {statistics.median(ratios):.3f}; load generator: {tool}")
+    part.pictures.append(
+        plots.bars(
+            "part2-overhead",
+            f"/health requests/s with memory recycling on and off, round by round: median ratio {ratio:.3f}",
+            plots.Bars(
+                [str(number) for number in range(1, len(a_rates) + 1)],
+                {"A: recycling on": a_rates, "B: recycling off": b_rates},
+                "requests/s (8 keep-alive connections)",
+                horizontal=False,
+                digits=0,
+            ),
+            alt=f"Requests per second on /health in each round, FitFlix with memory recycling on (A) and off (B); "
+            f"the median ratio A/B is {ratio:.3f}.",
+            series_colours={"A: recycling on": plots.BLUE, "B: recycling off": plots.LIGHT_GREY},
+            xlabel="round (A B and B A in turn)",
+        )
+    )
     part.targets.append(
         Target(
             f"requests/s ratio (recycling on / off) >= {TARGET_RATIO}",

@@ -27,7 +27,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import peers
+from bench import peers, plots
 from bench.footprint import SETTLE_S
 from bench.load import Throughput, requests_until, run_clients
 from bench.report import Part, Target
@@ -338,7 +338,34 @@ def run(scale: Scale) -> Part:
 
     add_cost_notes(part, results)
     add_targets(part, results, leak, no_proc_reason)
+    if results:
+        part.pictures.append(tree_figure(results, n))
     return part
+
+
+def tree_figure(results: Results, n: int) -> plots.Picture:
+    """Tree PSS of a, b and c at each worker count, idle and after N: c - b is psutil's cost."""
+    groups, series = [], {name: [] for name in (A, B, C)}
+    for workers, measured in results.items():
+        for phase_index, phase in enumerate(("idle", f"after {n:,}")):
+            groups.append(f"{workers} worker{'s' if workers != 1 else ''}, {phase}")
+            for name in series:
+                shot = measured[name][phase_index] if name in measured else None
+                series[name].append(None if shot is None else shot.tree_pss_bytes / MIB)
+    costs = [
+        f"{(measured[C][1].tree_pss_bytes - measured[B][1].tree_pss_bytes) / MIB:+.2f} MB with {workers}"
+        for workers, measured in results.items()
+        if B in measured and C in measured
+    ]
+    cost = f"psutil costs {', '.join(costs)} worker(s) (c - b, after {n:,})" if costs else "psutil's cost not measured"
+    return plots.bars(
+        "part12-no-proc",
+        f"Whole-service memory (tree PSS) with /proc, and without it with psutil blocked or loaded: {cost}",
+        plots.Bars(groups, {name: values for name, values in series.items() if any(values)}, "tree PSS, MB"),
+        alt=f"Tree PSS of the service with /proc (a), without /proc with psutil blocked (b) and with psutil (c), "
+        f"per worker count, idle and after {n:,} requests; psutil's cost is c - b: {cost}.",
+        series_colours={A: plots.BLUE, B: plots.LIGHT_GREY, C: plots.GREEN},
+    )
 
 
 def psutil_cost_summary(results: Results, marginal: bool = True) -> str | None:

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bench import peers
+from bench import peers, plots
 from bench.footprint import SETTLE_S, TARGET_PSS_RATIO
 from bench.leak import outcome_counts
 from bench.load import requests_until, run_clients, throughput
@@ -631,7 +631,64 @@ def run(scale: Scale) -> Part:
         part, results, [STANDARD, *(knob for knob in knobs if "MALLOC_ARENA_MAX" in knob.env), *allocators]
     )
     add_targets(part, results.get(STANDARD.name), results.get(OPTIMIZED), plain)
+    part.pictures += figures(results, standard)
     return part
+
+
+def figures(results: dict[str, Measured], standard: Measured | None) -> list[plots.Picture]:
+    """The leak peak and a busy worker's USS per configuration, each against its target."""
+    pictures = []
+    peaks = {name: peak(measured) for name, measured in results.items()}
+    if any(value is not None for value in peaks.values()):
+        standard_peak = peak(standard)
+        optimized = peaks.get(OPTIMIZED)
+        finding = (
+            f"memory-optimized peaks at {optimized / standard_peak:.2f} x standard"
+            if optimized and standard_peak
+            else "per configuration"
+        )
+        references = [(LIMIT_MB, f"limit {LIMIT_MB} MB")]
+        if standard_peak:
+            references.append(
+                (TARGET_LEAK_PEAK_RATIO * standard_peak / MIB, f"target {TARGET_LEAK_PEAK_RATIO:g} x standard")
+            )
+        pictures.append(
+            plots.bars(
+                "part13-profiles-leak",
+                f"The leak's peak in {LIMIT_MB} MB under each configuration: {finding}",
+                plots.Bars(
+                    list(peaks),
+                    {"leak peak": [None if value is None else value / MIB for value in peaks.values()]},
+                    "cgroup peak during the leak, MB",
+                    references=references,
+                    digits=0,
+                ),
+                alt=f"The cgroup's peak memory under the leak for each configuration, against the {LIMIT_MB} MB "
+                f"limit and the target of {TARGET_LEAK_PEAK_RATIO:g} x standard: {finding}.",
+            )
+        )
+    uss = {name: max_uss(measured) for name, measured in results.items()}
+    if any(value is not None for value in uss.values()):
+        shown = {name: value for name, value in uss.items() if value is not None}
+        finding = ", ".join(
+            f"{name} {value / MIB:.2f} MB" for name, value in shown.items() if name in (STANDARD.name, OPTIMIZED)
+        )
+        pictures.append(
+            plots.bars(
+                "part13-profiles-busy-worker",
+                f"A busy worker's private memory (USS) after the /health load: {finding or 'per configuration'}",
+                plots.Bars(
+                    list(uss),
+                    {"busy worker USS": [None if value is None else value / MIB for value in uss.values()]},
+                    "the larger worker's USS after the load, MB",
+                    references=[(TARGET_BUSY_USS_MB, f"target {TARGET_BUSY_USS_MB:g} MB")],
+                    digits=2,
+                ),
+                alt="The larger worker's USS after the /health load for each configuration, against the "
+                f"{TARGET_BUSY_USS_MB:g} MB target: {finding}.",
+            )
+        )
+    return pictures
 
 
 def add_notes(part: Part, results: dict[str, Measured], standard: Measured | None) -> None:

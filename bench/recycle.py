@@ -7,7 +7,7 @@ import logging
 import re
 import statistics
 
-from bench import peers
+from bench import peers, plots
 from bench.leak import outcome_counts
 from bench.load import Sample, percentile, run_clients
 from bench.report import Part, Target
@@ -22,6 +22,7 @@ CLIENTS = 2
 PACE_S = 0.01
 AFTER_WINDOW_S = 0.25  # requests ending this soon after the new worker's first answer still count as "around"
 TARGET_ADDED_MS = 50.0
+BEFORE_MS, AFTER_MS = 100.0, 150.0  # the figure: requests this close to a recycle, by their end
 REASON = re.compile(r"Recycling worker pid=\d+ reason=(\w+)")
 
 
@@ -38,6 +39,18 @@ def recycle_events(samples: list[Sample]) -> list[tuple[float, float]]:
             current = sample.pid
         last_end = sample.end_s
     return events
+
+
+def around_recycles(samples: list[Sample], events: list[tuple[float, float]]) -> list[tuple[int, float, float]]:
+    """(recycle index, ms from the old worker's last answer, latency ms) for each request that ends from
+    BEFORE_MS before a recycle's last old answer to AFTER_MS after its replacement's first answer."""
+    points = []
+    for sample in samples:
+        for index, (old, new) in enumerate(events):
+            if old - BEFORE_MS / 1000 <= sample.end_s <= new + AFTER_MS / 1000:
+                points.append((index, (sample.end_s - old) * 1000, sample.latency_s * 1000))
+                break
+    return points
 
 
 def run(scale: Scale) -> Part:
@@ -110,6 +123,7 @@ def run(scale: Scale) -> Part:
         ),
     ]
     added_by_peer: dict[str, float] = {}
+    figure: list[plots.AroundRecycles] = []
     for peer, path in line_up:
         log.info("part 5: %s", peer.name)
         try:
@@ -146,6 +160,7 @@ def run(scale: Scale) -> Part:
 
         if added_ms:
             added_by_peer[peer.name] = statistics.median(added_ms)
+        figure.append(plots.AroundRecycles(peer.name, len(events), around_recycles(samples, events)))
         part.add(
             peer.name,
             len(events),
@@ -158,6 +173,23 @@ def run(scale: Scale) -> Part:
             spread(added_ms),
             ", ".join(f"{key} x{count}" for key, count in reasons.items()) or "-",
         )
+    if figure:
+        worst = ", ".join(
+            f"{item.peer.split(' ')[0]} {max(latency for _index, _t, latency in item.points):,.0f} ms"
+            for item in figure[:3]
+            if item.points
+        )
+        part.pictures.append(
+            plots.recycle_latency(
+                "part5-recycle",
+                f"Each request around a worker recycle; the worst: {worst}",
+                figure,
+                alt="The latency of every request near a worker recycle, per peer, on a log scale, from "
+                f"{BEFORE_MS:.0f} ms before the old worker's last answer to {AFTER_MS:.0f} ms after its replacement's "
+                f"first; the worst per peer: {worst}.",
+            )
+        )
+
     for name in (f"fitflix MAX_REQUESTS={MAX_REQUESTS}", "fitflix WORKER_MAX_MEMORY_MB=80 + leak 2 MB/req"):
         text = f"{name}: at most {TARGET_ADDED_MS:g} ms added to the worst latency around a recycle"
         if name in added_by_peer:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bench.plots import Picture
+
 
 @dataclass
 class Target:
@@ -21,6 +23,7 @@ class Part:
     rows: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
+    pictures: list[Picture] = field(default_factory=list)  # shown above the table
     seconds: float = 0.0
 
     def add(self, *cells: object) -> None:
@@ -41,6 +44,7 @@ def text_table(part: Part) -> str:
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) for row in part.rows]
     lines += [f"note: {note}" for note in part.notes]
     lines += [f"target: {target.text} -> {verdict(target)} ({target.measured})" for target in part.targets]
+    lines += [f"figure: {picture.svg} (data: {picture.csv})" for picture in part.pictures]
     return "\n".join(lines)
 
 
@@ -48,7 +52,17 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown(parts: list[Part], header: list[str]) -> str:
+def picture_lines(picture: Picture, folder: str) -> list[str]:
+    """The image (its alt text says what it shows) and a link to the numbers behind it."""
+    return [
+        f"![{_cell(picture.alt)}]({folder}/{picture.svg.name})",
+        "",
+        f"_The numbers behind it: [{picture.csv.name}]({folder}/{picture.csv.name})._",
+        "",
+    ]
+
+
+def markdown(parts: list[Part], header: list[str], figures_folder: str = "figures") -> str:
     lines = ["# FitFlix benchmarks", ""] + header + [""]
     all_targets = [(part, target) for part in parts for target in part.targets]
     if all_targets:
@@ -60,6 +74,8 @@ def markdown(parts: list[Part], header: list[str]) -> str:
         lines.append("")
     for part in parts:
         lines += [f"## Part {part.number}: {part.title}", "", part.method, ""]
+        for picture in part.pictures:
+            lines += picture_lines(picture, figures_folder)
         lines.append("| " + " | ".join(map(_cell, part.columns)) + " |")
         lines.append("| " + " | ".join("---" for _ in part.columns) + " |")
         lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in part.rows]

@@ -10,7 +10,7 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 
-from bench import peers
+from bench import peers, plots
 from bench.report import Part, Target
 from bench.scale import Scale
 from tests.support.balancer import (
@@ -104,6 +104,19 @@ def drill(kind: str, rounds: int, time_limit_s: float) -> Measured:
             instance.close()
 
 
+def failed_per_restart(measured: Measured) -> list[int]:
+    """Failed answers from each SIGTERM to the next one (the last: to the end of the run)."""
+    starts = [restart.sigterm_at for restart in measured.rounds.restarts]
+    counts = [0] * len(starts)
+    for answer in measured.answers:
+        if answer.ok:
+            continue
+        index = sum(start <= answer.end_s for start in starts) - 1
+        if index >= 0:
+            counts[index] += 1
+    return counts
+
+
 def seconds(values: list[float], pick) -> str:
     return f"{pick(values):.2f}" if values else "-"
 
@@ -150,6 +163,7 @@ def run(scale: Scale) -> Part:
         part.targets.append(Target(target_text, None, "HAProxy is not available"))
         return part
     failed_by_peer: dict[str, int] = {}
+    per_restart: dict[str, list[int]] = {}
     for peer, kind, _command in commands:
         log.info("part 11: %s", peer)
         try:
@@ -161,6 +175,7 @@ def run(scale: Scale) -> Part:
         kinds = failure_kinds(measured.answers)
         failed = sum(kinds.values())
         failed_by_peer[peer] = failed
+        per_restart[peer] = failed_per_restart(measured)
         connection_errors = sum(count for name, count in kinds.items() if name.startswith("connection error"))
         other = failed - kinds["HAProxy 503"] - kinds["HAProxy 502"] - connection_errors
         exits = measured.rounds.exit_s()
@@ -186,6 +201,23 @@ def run(scale: Scale) -> Part:
         if measured.terminations:
             states = ", ".join(f"{state} x{count}" for state, count in measured.terminations.most_common())
             part.notes.append(f"{peer}: HAProxy's 5xx by termination state: {states}")
+    if per_restart:
+        finding = "; ".join(f"{peer} {failed_by_peer[peer]:,} failed in all" for peer in per_restart)
+        longest = max(len(counts) for counts in per_restart.values())
+        part.pictures.append(
+            plots.bars(
+                "part11-rolling-restarts",
+                f"Failed requests through HAProxy per rolling restart: {finding}",
+                plots.Bars(
+                    [f"restart {index}" for index in range(1, longest + 1)],
+                    {peer: counts + [None] * (longest - len(counts)) for peer, counts in per_restart.items()},
+                    "failed requests (from its SIGTERM to the next)",
+                    horizontal=False,
+                    digits=0,
+                ),
+                alt=f"Failed requests through HAProxy during each restart of a rolling restart, per peer: {finding}.",
+            )
+        )
     if "fitflix" in failed_by_peer:
         part.targets.append(Target(target_text, failed_by_peer["fitflix"] == 0, f"{failed_by_peer['fitflix']} failed"))
     else:

@@ -14,11 +14,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.plots import Trace
 from fitflix.memory.process import children_of, read_smaps_rollup
 from fitflix.serving.sizing import MIB
 from tests.support.cgroups import MemoryCgroup
@@ -186,6 +189,66 @@ class Running:
             if self.cgroup is not None:
                 self.cgroup.remove()
                 self.cgroup = None
+
+
+class MemorySampler:
+    """A cgroup's usage, OOM-kill count and processes, read every `every_s` on a thread of its own.
+
+    Times are seconds since `started` (time.monotonic()); a process that appears in the
+    cgroup after the start is a new worker; the thread stops at `time_limit_s` by itself.
+    """
+
+    def __init__(self, cgroup: MemoryCgroup, every_s: float = 0.02, time_limit_s: float = 900.0) -> None:
+        self.cgroup = cgroup
+        self.every_s = every_s
+        self.time_limit_s = time_limit_s
+        self.started = 0.0
+        self.t_s: list[float] = []
+        self.usage_mb: list[float] = []
+        self.oom_kill_s: list[float] = []
+        self.new_worker_s: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._known = set(self.cgroup.pids())
+        self._kills = self.cgroup.oom_kills()
+        self.started = time.monotonic()
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop sampling (before the server stops, so its exit is not in the figure)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def since(self, monotonic_s: float) -> float:
+        return monotonic_s - self.started
+
+    def _read(self) -> None:
+        t = time.monotonic() - self.started
+        try:
+            usage, kills, pids = self.cgroup.usage_bytes(), self.cgroup.oom_kills(), set(self.cgroup.pids())
+        except OSError:  # the cgroup went away under us: the run is ending
+            return
+        self.t_s.append(t)
+        self.usage_mb.append(usage / MIB)
+        self.oom_kill_s += [t] * max(kills - self._kills, 0)
+        self.new_worker_s += [t] * len(pids - self._known)
+        self._kills = kills
+        self._known |= pids
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s) and time.monotonic() - self.started < self.time_limit_s:
+            self._read()
+
+    def trace(self, peer: str, limit_mb: float) -> Trace:
+        return Trace(peer, limit_mb, self.t_s, self.usage_mb, self.oom_kill_s, self.new_worker_s)
 
 
 _running: list[Running] = []

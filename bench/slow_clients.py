@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bench import peers
+from bench import peers, plots
 from bench.load import percentile
 from bench.report import Part, Target
 from bench.scale import Scale
@@ -113,6 +113,7 @@ def run(scale: Scale) -> Part:
         ],
     )
     p99_by_peer: dict[str, float] = {}
+    probes_by_peer: dict[str, list[float | None]] = {}
     for peer, _command in commands:
         log.info("part 10: %s", peer.name)
         try:
@@ -122,6 +123,7 @@ def run(scale: Scale) -> Part:
             part.add(peer.name, f"failed: {str(error).splitlines()[0]}", *["-"] * 9)
             continue
         latencies_s = measured.latencies_s
+        probes_by_peer[peer.name] = latencies_s
         values_s = counted_s(latencies_s)
         answered_s = [latency for latency in latencies_s if latency is not None]
         p99_s = percentile(values_s, 0.99)
@@ -142,6 +144,23 @@ def run(scale: Scale) -> Part:
         )
         part.notes.append(f"{peer.name}: {flood_text(measured)}")
     ours, theirs = (peer.name for peer, _command in commands)
+    if probes_by_peer:
+        finding = "; ".join(
+            f"{name}: {sum(value is None for value in values)} of {len(values)} probes unanswered"
+            + (f", p99 {ms(p99_by_peer[name])} ms" if name in p99_by_peer else "")
+            for name, values in probes_by_peer.items()
+        )
+        part.pictures.append(
+            plots.probe_latency(
+                "part10-slow-clients",
+                f"/health from a fresh client with {IDLE} idle and {slow} slow connections open: {finding}",
+                probes_by_peer,
+                PROBE_TIMEOUT_S,
+                TARGET_P99_S,
+                alt=f"Each /health probe's latency in turn, log scale, while {IDLE} idle and {slow} slow connections "
+                f"hold on; a probe with no answer in {PROBE_TIMEOUT_S:g} s is a cross. {finding}.",
+            )
+        )
     if ours in p99_by_peer and theirs in p99_by_peer:
         part.notes.append(
             f"p99 {ours} / {theirs}: {p99_by_peer[ours] / p99_by_peer[theirs]:.3g} "

@@ -7,12 +7,13 @@ import logging
 import threading
 import time
 
-from bench import peers
-from bench.leak import outcome_counts
+from bench import peers, plots
+from bench.footprint import expected_workers
+from bench.leak import SAMPLE_EVERY_S, memory_figure, outcome_counts, sampling_note
 from bench.load import run_clients
 from bench.report import Part
 from bench.scale import Scale
-from bench.servers import mb, serving
+from bench.servers import MemorySampler, mb, serving
 
 log = logging.getLogger("bench")
 
@@ -72,49 +73,68 @@ def run(scale: Scale) -> Part:
     if reason is not None:
         part.add("uwsgi", "-", f"not run: {reason}", *["-"] * 5)
 
+    traces: list[plots.Trace] = []
+    notes: dict[str, str] = {}
     for peer in line_up:
         log.info("part 4: %s", peer.name)
         spike_mb = peer.limit_mb * 3 // 2
         try:
             with serving(peer) as running:
-                stop = threading.Event()
-                background: list = []
-                thread = threading.Thread(
-                    target=lambda background=background, stop=stop, port=running.port: background.extend(
-                        run_clients(
-                            port,
-                            "/health",
-                            100_000,
-                            BACKGROUND_CLIENTS,
-                            scale.spike_time_limit_s,
-                            pace_s=BACKGROUND_PACE_S,
-                            timeout_s=10,
-                            stop=stop,
-                        )
-                    ),
-                    daemon=True,
-                )
-                thread.start()
-                time.sleep(BEFORE_S)  # background alone first: the load the spike lands in
-                spike_sent = time.monotonic()
-                spike = run_clients(
-                    running.port,
-                    f"/spike?mb={spike_mb}",
-                    1,
-                    1,
-                    scale.spike_time_limit_s / 2,
-                    timeout_s=scale.spike_time_limit_s / 2,
-                )
-                answers_again = first_fresh_answer(running.port, scale.spike_time_limit_s / 4)
-                time.sleep(AFTER_S)
-                stop.set()
-                thread.join(15)
-                oom_kills, peak = running.oom_kills(), running.peak_bytes()
+                running.wait_for_workers(expected_workers(peer))  # a worker still booting is no new worker
+                with MemorySampler(running.cgroup, SAMPLE_EVERY_S) as sampler:
+                    stop = threading.Event()
+                    background: list = []
+                    thread = threading.Thread(
+                        target=lambda background=background, stop=stop, port=running.port: background.extend(
+                            run_clients(
+                                port,
+                                "/health",
+                                100_000,
+                                BACKGROUND_CLIENTS,
+                                scale.spike_time_limit_s,
+                                pace_s=BACKGROUND_PACE_S,
+                                timeout_s=10,
+                                stop=stop,
+                            )
+                        ),
+                        daemon=True,
+                    )
+                    thread.start()
+                    time.sleep(BEFORE_S)  # background alone first: the load the spike lands in
+                    spike_sent = time.monotonic()
+                    spike = run_clients(
+                        running.port,
+                        f"/spike?mb={spike_mb}",
+                        1,
+                        1,
+                        scale.spike_time_limit_s / 2,
+                        timeout_s=scale.spike_time_limit_s / 2,
+                    )
+                    answers_again = first_fresh_answer(running.port, scale.spike_time_limit_s / 4)
+                    time.sleep(AFTER_S)
+                    stop.set()
+                    thread.join(15)
+                    sampler.stop()
+                    oom_kills, peak = running.oom_kills(), running.peak_bytes()
         except Exception as error:
             log.exception("part 4: %s failed", peer.name)
             part.add(peer.name, "-", f"failed: {str(error).splitlines()[0]}", *["-"] * 5)
             continue
         spike_sample = spike[0] if spike else None
+        trace = sampler.trace(peer.name, peer.limit_mb)
+        # The spike's own moment on each panel: every peer's timeline starts with its background load.
+        shift = BEFORE_S - sampler.since(spike_sent)
+        traces.append(
+            plots.Trace(
+                trace.peer,
+                trace.limit_mb,
+                [t + shift for t in trace.t_s],
+                trace.usage_mb,
+                [t + shift for t in trace.oom_kill_s],
+                [t + shift for t in trace.new_worker_s],
+            )
+        )
+        notes[peer.name] = f"the {spike_mb} MB request got {outcome_counts(spike) if spike else 'nothing'}"
         part.add(
             f"{peer.name} ({spike_mb} MB in {peer.limit_mb} MB)",
             oom_kills,
@@ -125,4 +145,20 @@ def run(scale: Scale) -> Part:
             f"{answers_again * 1000:.0f}" if answers_again is not None else "never",
             mb(peak, 0),
         )
+    if traces:
+        killed = [trace.peer for trace in traces if trace.oom_kill_s]
+        finding = f"one request of 1.5 x the limit OOM-kills {', '.join(killed) or 'no peer'}"
+        part.pictures.append(
+            memory_figure(
+                "part4-spike",
+                f"The spike: {finding}",
+                traces,
+                "Each peer's cgroup memory around one request that asks for 1.5 times the limit, as a share of the "
+                f"limit, with OOM kills and new workers marked: {finding}.",
+                events=[(BEFORE_S, "spike sent")],
+                xlabel="seconds since the background load started (the spike at 1 s)",
+                notes=notes,
+            )
+        )
+        part.notes.append(sampling_note(traces))
     return part

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from bench import peers
+from bench import peers, plots
 from bench.load import run_clients
 from bench.report import Part
 from bench.scale import Scale
@@ -167,6 +167,7 @@ def run(scale: Scale) -> Part:
     if reason is not None:
         part.notes.append(f"uwsgi not run: {reason}")
     totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    kills_by_size: dict[str, list[int]] = {}
     deadline = time.monotonic() + scale.spike_sweep_time_limit_s
     for limit_mb in LIMITS_MB:
         for threads in scale.spike_sweep_threads:
@@ -192,6 +193,9 @@ def run(scale: Scale) -> Part:
                 oom_kills = sum(result.oom_kills for result in results)
                 totals[peer.name].update(oom_kills=oom_kills, answered=answered, spikes=len(results))
                 totals[peer.name].update(non_200=sum(result.outcome != "200" for result in results))
+                tally = kills_by_size.setdefault(peer.name, [0] * len(SIZE_LABELS))
+                for index, result in enumerate(results):
+                    tally[index] += result.oom_kills
                 part.add(
                     peer.name,
                     limit_mb,
@@ -201,6 +205,21 @@ def run(scale: Scale) -> Part:
                     f"{answered}/{len(results)}",
                     peaks_text(results),
                 )
+    if kills_by_size:
+        cases = len(LIMITS_MB) * len(scale.spike_sweep_threads)
+        finding = ", ".join(f"{name} {totals[name]['oom_kills']}" for name in kills_by_size)
+        part.pictures.append(
+            plots.bars(
+                "part8-spike-sweep",
+                f"OOM kills by spike size, over {cases} limits x THREADS: {finding}",
+                plots.Bars(
+                    list(SIZE_LABELS), kills_by_size, "OOM kills (all limits and THREADS)", horizontal=False, digits=0
+                ),
+                alt=f"OOM kills for each spike size, summed over {cases} combinations of limit and THREADS, per peer: "
+                f"{finding}.",
+                xlabel="spike size (relative to FitFlix's worker hard cap and the container's limit)",
+            )
+        )
     for name, total in totals.items():
         part.notes.append(
             f"{name}: {total['oom_kills']} OOM kills over the sweep; answered again after {total['answered']} of "
