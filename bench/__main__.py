@@ -142,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- uWSGI: {uwsgi_problem() or 'installed from requirements-bench.txt'}.",
         "- The machine is shared and noisy: read medians and ratios, not single figures. Regenerate with the command "
         "above; nothing here is asserted by the tests.",
+        f"- Each part's picture sits above its table; the numbers behind every picture are a CSV beside it in "
+        f"`{figures.name}/`. Memory over time (parts 3 and 4) is the cgroup usage the OOM killer acts on "
+        "(`memory.usage_in_bytes`, v2 `memory.current`), sampled every 20 ms.",
     ]
     if output is not None:
         output.write_text(markdown(parts, header, figures.name))

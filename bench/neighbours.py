@@ -234,8 +234,8 @@ def run(scale: Scale) -> Part:
                 plots.Bars(
                     list(split),
                     {
-                        "the service (tree PSS)": [service for service, _n, _g in split.values()],
-                        "neighbours (working set - service)": [neighbours for _s, neighbours, _g in split.values()],
+                        "the service (its PSS)": [service for service, _n, _g in split.values()],
+                        "neighbours": [neighbours for _s, neighbours, _g in split.values()],
                     },
                     "MB, from fitflix's /health/memory after the load",
                     digits=0,
@@ -243,8 +243,8 @@ def run(scale: Scale) -> Part:
                 alt="FitFlix's own memory (tree PSS) and the neighbours' memory it reports, per case, from its "
                 f"/health/memory; the guard recycled {guards} workers for memory that was not the service's.",
                 series_colours={
-                    "the service (tree PSS)": plots.BLUE,
-                    "neighbours (working set - service)": plots.LIGHT_GREY,
+                    "the service (its PSS)": plots.BLUE,
+                    "neighbours": plots.LIGHT_GREY,
                 },
             )
         )

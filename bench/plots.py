@@ -323,6 +323,7 @@ class AroundRecycles:
     peer: str
     recycles: int
     points: Sequence[tuple[int, float, float]]  # (recycle index, ms from the old worker's last answer, latency ms)
+    note: str = ""  # shown after the peer's name, such as the median gap
 
 
 @_styled
@@ -351,7 +352,8 @@ def recycle_latency(name: str, title: str, series: Sequence[AroundRecycles], alt
             ax.set_xlim(low - 0.03 * (high - low + 1), high + 0.03 * (high - low + 1))
         ax.grid(True, axis="both", which="major")
         _plain_log_axis(ax.yaxis)
-        ax.set_title(f"{item.peer}: {item.recycles} recycles", fontsize=8.5, color=colour, fontweight="bold", pad=2)
+        label = f"{item.peer}: {item.recycles} recycles" + (f", {item.note}" if item.note else "")
+        ax.set_title(label, fontsize=8.5, color=colour, fontweight="bold", pad=2)
     fig.suptitle(wrapped(title), x=0.01, ha="left", fontsize=10.5)
     axes[-1].set_xlabel("ms from the old worker's last answer (0); each panel its own time span")
     fig.supylabel("request latency, ms (log)", fontsize=9.5)
@@ -417,9 +419,10 @@ def bars(
                 label,
                 (value, 1.0),
                 xycoords=("data", "axes fraction"),
-                xytext=(3, -2),
+                xytext=(0, 2),
                 textcoords="offset points",
-                va="top",
+                ha="center",
+                va="bottom",
                 fontsize=8,
             )
         else:
@@ -457,7 +460,7 @@ def bars(
     if count > 1 and data.horizontal:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), ncol=1)
     elif count > 1:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(count, 4))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2 if xlabel else -0.12), ncol=min(count, 4))
     rows = [
         [group, label, _round(values[index], 4)]
         for label, values in data.series.items()

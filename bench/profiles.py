@@ -638,7 +638,7 @@ def run(scale: Scale) -> Part:
 def figures(results: dict[str, Measured], standard: Measured | None) -> list[plots.Picture]:
     """The leak peak and a busy worker's USS per configuration, each against its target."""
     pictures = []
-    peaks = {name: peak(measured) for name, measured in results.items()}
+    peaks = {name: value for name, measured in results.items() if (value := peak(measured)) is not None}
     if any(value is not None for value in peaks.values()):
         standard_peak = peak(standard)
         optimized = peaks.get(OPTIMIZED)

@@ -160,7 +160,14 @@ def run(scale: Scale) -> Part:
 
         if added_ms:
             added_by_peer[peer.name] = statistics.median(added_ms)
-        figure.append(plots.AroundRecycles(peer.name, len(events), around_recycles(samples, events)))
+        figure.append(
+            plots.AroundRecycles(
+                peer.name,
+                len(events),
+                around_recycles(samples, events),
+                f"gap median {statistics.median(gaps_ms):.0f} ms" if gaps_ms else "",
+            )
+        )
         part.add(
             peer.name,
             len(events),
