@@ -134,18 +134,23 @@ def run(scale: Scale) -> Part:
             )
 
     if traces:
-        killed = [f"{trace.peer} {len(trace.oom_kill_s)}" for trace in traces if trace.oom_kill_s]
-        spared = [trace.peer for trace in traces if not trace.oom_kill_s]
-        finding = (
-            f"OOM kills under the same leak: {', '.join(killed) or 'none'}; never killed: {', '.join(spared) or 'none'}"
-        )
+        outcome = []
+        for trace in traces:
+            oom_kills, failed, peak_percent, _count = results.get(trace.peer, (len(trace.oom_kill_s), None, None, 0))
+            text = f"{trace.peer} {oom_kills} OOM kill{'s' if oom_kills != 1 else ''}"
+            if failed is not None:
+                text += f", {failed} failed"
+            if not oom_kills and peak_percent is not None:
+                text += f", peak {peak_percent:.0f}%"
+            outcome.append(text)
+        finding = "; ".join(outcome)
         part.pictures.append(
             memory_figure(
                 "part3-leak",
-                f"A {LEAK_MB} MB-a-request leak: {finding}",
+                f"The same {LEAK_MB} MB-a-request leak in each peer's cgroup: {finding}",
                 traces,
                 f"Each peer's cgroup memory over time under a {LEAK_MB} MB-a-request leak, as a share of its limit, "
-                f"with each OOM kill and each new worker marked. {finding}.",
+                f"with each OOM kill and each new worker marked: {finding}.",
             )
         )
         part.notes.append(sampling_note(traces))

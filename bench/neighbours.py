@@ -225,12 +225,14 @@ def run(scale: Scale) -> Part:
             if recycles is not None:
                 part.notes.append(f"case {case.number}, {peer.name}: recycles by reason since the start: {recycles}")
     if split:
-        guards = ", ".join(guard for _service, _neighbours, guard in split.values())
+        guards = ", ".join(
+            f"{guard} in {label.split(':')[0]}" for label, (_service, _neighbours, guard) in split.items()
+        )
         part.pictures.append(
             plots.bars(
                 "part9-neighbours",
                 f"What FitFlix reports with a neighbour in its cgroup: its own PSS apart from the neighbour's memory; "
-                f"guard recycles for it: {guards}",
+                f"workers recycled for it: {guards}",
                 plots.Bars(
                     list(split),
                     {
@@ -241,7 +243,7 @@ def run(scale: Scale) -> Part:
                     digits=0,
                 ),
                 alt="FitFlix's own memory (tree PSS) and the neighbours' memory it reports, per case, from its "
-                f"/health/memory; the guard recycled {guards} workers for memory that was not the service's.",
+                f"/health/memory; workers the guard recycled for memory that was not the service's: {guards}.",
                 series_colours={
                     "the service (its PSS)": plots.BLUE,
                     "neighbours": plots.LIGHT_GREY,

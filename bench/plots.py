@@ -378,6 +378,7 @@ class Bars:
     horizontal: bool = True
     digits: int = 1
     log: bool = False
+    dots: bool = False  # a ratio near 1: dots on an axis that need not start at 0 (bars would hide the differences)
 
 
 @_styled
@@ -395,51 +396,45 @@ def bars(
     fig, (ax,) = _figure(size)
     style = colours(data.series)
     thickness = 0.8 / max(count, 1)
+    # Each value at its bar, unless long numbers would run into each other (the CSV has them all).
+    labelled = data.horizontal or data.digits == 0 or len(data.groups) * count <= 14
     values_all = [value for values in data.series.values() for value in values if value is not None]
     top = max(values_all + [reference for reference, _label in data.references], default=1.0) or 1.0
     for position, (label, values) in enumerate(data.series.items()):
         colour = (series_colours or {}).get(label, style[label][0])
         offsets = [index - 0.4 + thickness * (position + 0.5) for index in range(len(data.groups))]
         heights = [0.0 if value is None else value for value in values]
-        drawn = (ax.barh if data.horizontal else ax.bar)(offsets, heights, thickness * 0.92, color=colour, label=label)
-        for index, patch in enumerate(drawn.patches):
-            patch.set_gid(f"bars-{slug(label)}-{index}")
+        if data.dots:
+            shown = [(offset, value) for offset, value in zip(offsets, values, strict=True) if value is not None]
+            xs, ys = [offset for offset, _v in shown], [value for _o, value in shown]
+            (ax.plot(ys, xs) if data.horizontal else ax.plot(xs, ys))[0].set(
+                linestyle="none", marker="o", markersize=6, color=colour, label=label, gid=f"dots-{slug(label)}"
+            )
+        else:
+            drawn = (ax.barh if data.horizontal else ax.bar)(
+                offsets, heights, thickness * 0.92, color=colour, label=label
+            )
+            for index, patch in enumerate(drawn.patches):
+                patch.set_gid(f"bars-{slug(label)}-{index}")
         for offset, value in zip(offsets, values, strict=True):
+            if not labelled:
+                break
             text = "n/a" if value is None else f"{value:,.{data.digits}f}"
             at = 0.0 if value is None else value
             if data.horizontal:
                 ax.annotate(text, (at, offset), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7.5)
             else:
                 ax.annotate(text, (offset, at), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=7.5)
-    for value, label in data.references:
-        line = (ax.axvline if data.horizontal else ax.axhline)(value, color=BLACK, linewidth=0.9, linestyle=(0, (4, 2)))
-        line.set_gid(f"reference-{slug(label)}")
-        if data.horizontal:
-            ax.annotate(
-                label,
-                (value, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(0, 2),
-                textcoords="offset points",
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-        else:
-            ax.annotate(
-                label,
-                (1.0, value),
-                xycoords=("axes fraction", "data"),
-                xytext=(4, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-            )
+    reference_dashes = ((0, (4, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+    for index, (value, label) in enumerate(data.references):
+        dash = reference_dashes[index % len(reference_dashes)]
+        draw = ax.axvline if data.horizontal else ax.axhline
+        draw(value, color=BLACK, linewidth=0.9, linestyle=dash, label=label).set_gid(f"reference-{slug(label)}")
     positions = list(range(len(data.groups)))
     if xlabel:
         (ax.set_ylabel if data.horizontal else ax.set_xlabel)(xlabel)
     if data.horizontal:
-        ax.set_yticks(positions, data.groups)
+        ax.set_yticks(positions, ["\n".join(textwrap.wrap(group, 30)) for group in data.groups])
         ax.invert_yaxis()
         ax.set_xlabel(data.unit)
         ax.grid(False, axis="y")
@@ -453,14 +448,18 @@ def bars(
         ax.set_ylabel(data.unit)
         if data.log:
             ax.set_yscale("log")
+        elif data.dots:
+            low = min(values_all + [reference for reference, _label in data.references], default=0.0)
+            span = max(top - low, 0.01)
+            ax.set_ylim(low - 0.15 * span, top + 0.2 * span)
         else:
             ax.set_ylim(0, top * 1.18)
     fig.suptitle(wrapped(title), x=0.01, ha="left", fontsize=10.5)
     fig.tight_layout()
-    if count > 1 and data.horizontal:
+    if (count > 1 or data.references) and data.horizontal:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), ncol=1)
-    elif count > 1:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2 if xlabel else -0.12), ncol=min(count, 4))
+    elif count > 1 or data.references:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2 if xlabel else -0.12), ncol=4)
     rows = [
         [group, label, _round(values[index], 4)]
         for label, values in data.series.items()
@@ -472,6 +471,16 @@ def bars(
 # -- /health under the slow-client flood (part 10) ------------------------------------------------------------------
 
 
+def probe_starts(latencies: Sequence[float | None], every_s: float, timeout_s: float) -> list[float]:
+    """When each probe of a series started: on its tick, or when the one before it ended, if later."""
+    starts, free_at = [], 0.0
+    for index, latency in enumerate(latencies):
+        start = max(index * every_s, free_at)
+        starts.append(start)
+        free_at = start + (timeout_s if latency is None else latency)
+    return starts
+
+
 @_styled
 def probe_latency(
     name: str,
@@ -479,18 +488,21 @@ def probe_latency(
     series: dict[str, Sequence[float | None]],
     timeout_s: float,
     target_s: float,
+    every_s: float,
     alt: str = "",
 ) -> Picture:
-    """Each /health probe's latency in turn (log scale), per peer; a probe with no answer is an x at the timeout."""
+    """Each /health probe's latency by when it was sent (log scale), per peer; no answer is an x at the timeout."""
     fig, (ax,) = _figure(3.6)
     style = colours(series)
+    rows = []
     for peer, latencies in series.items():
         colour, dash = style[peer]
-        answered = [(index + 1, 1000 * value) for index, value in enumerate(latencies) if value is not None]
-        failed = [index + 1 for index, value in enumerate(latencies) if value is None]
+        starts = probe_starts(latencies, every_s, timeout_s)
+        answered = [(start, 1000 * value) for start, value in zip(starts, latencies, strict=True) if value is not None]
+        failed = [start for start, value in zip(starts, latencies, strict=True) if value is None]
         (line,) = ax.plot(
-            [index for index, _ms in answered],
-            [max(ms, 0.1) for _index, ms in answered],
+            [start for start, _ms in answered],
+            [max(ms, 0.1) for _start, ms in answered],
             color=colour,
             linestyle=dash,
             marker=".",
@@ -508,6 +520,16 @@ def probe_latency(
                 zorder=5,
                 label=f"{peer}: no answer in {timeout_s:g} s",
             ).set_gid(f"failed-{slug(peer)}")
+        rows += [
+            [
+                peer,
+                index + 1,
+                _round(start),
+                "" if value is None else round(1000 * value, 2),
+                "no answer" if value is None else "answered",
+            ]
+            for index, (start, value) in enumerate(zip(starts, latencies, strict=True))
+        ]
     ax.axhline(1000 * target_s, color=BLACK, linewidth=0.9, linestyle=(0, (4, 2))).set_gid("reference-target")
     ax.annotate(
         f"target p99 < {target_s:g} s",
@@ -521,14 +543,13 @@ def probe_latency(
     ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)
     ax.set_ylim(0.5, 1000 * timeout_s * 2)
-    ax.set_xlabel("probe (one every 250 ms, one at a time, each on a fresh connection)")
+    ax.set_xlim(left=0)
+    ax.set_xlabel(
+        f"seconds into the probe window (a probe every {every_s * 1000:.0f} ms, one at a time, each on a "
+        "fresh connection)"
+    )
     ax.set_ylabel("/health latency, ms (log)")
     fig.suptitle(wrapped(title), x=0.01, ha="left", fontsize=10.5)
     fig.tight_layout()
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=4)
-    rows = [
-        [peer, index + 1, "" if value is None else round(1000 * value, 2), "no answer" if value is None else "200"]
-        for peer, latencies in series.items()
-        for index, value in enumerate(latencies)
-    ]
-    return _save(fig, name, alt or title, ["peer", "probe", "latency_ms", "outcome"], rows)
+    return _save(fig, name, alt or title, ["peer", "probe", "sent_s", "latency_ms", "outcome"], rows)

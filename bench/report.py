@@ -55,7 +55,7 @@ def _cell(text: str) -> str:
 def picture_lines(picture: Picture, folder: str) -> list[str]:
     """The image (its alt text says what it shows) and a link to the numbers behind it."""
     return [
-        f"![{_cell(picture.alt)}]({folder}/{picture.svg.name})",
+        f"![{_cell(picture.alt).replace('[', '(').replace(']', ')')}]({folder}/{picture.svg.name})",
         "",
         f"_The numbers behind it: [{picture.csv.name}]({folder}/{picture.csv.name})._",
         "",

@@ -157,6 +157,7 @@ def run(scale: Scale) -> Part:
                 probes_by_peer,
                 PROBE_TIMEOUT_S,
                 TARGET_P99_S,
+                PROBE_EVERY_S,
                 alt=f"Each /health probe's latency in turn, log scale, while {IDLE} idle and {slow} slow connections "
                 f"hold on; a probe with no answer in {PROBE_TIMEOUT_S:g} s is a cross. {finding}.",
             )

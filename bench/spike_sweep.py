@@ -211,7 +211,7 @@ def run(scale: Scale) -> Part:
         part.pictures.append(
             plots.bars(
                 "part8-spike-sweep",
-                f"OOM kills by spike size, over {cases} limits x THREADS: {finding}",
+                f"OOM kills by spike size, over {cases} combinations of limit and THREADS: {finding}",
                 plots.Bars(
                     list(SIZE_LABELS), kills_by_size, "OOM kills (all limits and THREADS)", horizontal=False, digits=0
                 ),

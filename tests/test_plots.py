@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -121,13 +122,15 @@ def test_bars_write_every_value_including_zero_and_missing(horizontal):
 
 def test_the_probe_figure_marks_probes_without_an_answer():
     series = {"fitflix": [0.004, 0.005, 0.003], "plain gthread": [0.004, None, None, 4.2]}
-    picture = plots.probe_latency("slow", "FitFlix answers through the flood", series, timeout_s=5, target_s=1)
+    picture = plots.probe_latency("slow", "FitFlix answers through the flood", series, 5, 1, every_s=0.25)
     ids = ids_in(picture)
     assert {"probes-fitflix", "probes-plain-gthread", "failed-plain-gthread", "reference-target"} <= ids
     assert "failed-fitflix" not in ids
     assert path_points(picture, "probes-plain-gthread") == 2
-    outcomes = [row["outcome"] for row in csv_rows(picture)]
-    assert outcomes.count("no answer") == 2 and len(outcomes) == 7
+    rows = csv_rows(picture)
+    assert [row["outcome"] for row in rows].count("no answer") == 2 and len(rows) == 7
+    # A probe waits for the one before it: plain's starts at 0, 0.25, then 5.25 (after a 5 s timeout), 10.25.
+    assert [row["sent_s"] for row in rows if row["peer"] == "plain gthread"] == ["0.0", "0.25", "5.25", "10.25"]
 
 
 def test_peers_keep_their_colours_and_no_two_series_share_one():
@@ -177,3 +180,40 @@ def test_the_memory_sampler_reads_a_real_cgroup_every_20_ms(memory_cgroup, memor
     assert len(trace.new_worker_s) == 1  # the holder: a process that appeared in the cgroup after the start
     assert trace.oom_kill_s == []
     assert max(trace.usage_mb) >= 38
+
+
+IMAGE = re.compile(r"!\[[^\]]*\]\(([^)]+\.svg)\)")
+
+
+def test_the_readme_opens_with_the_leak_picture_and_every_linked_picture_is_committed_with_its_numbers():
+    readme = (PROJECT / "README.md").read_text().splitlines()
+    first = next(line for line in readme[1:] if line.strip())  # the first thing under the title
+    assert IMAGE.fullmatch(first) and IMAGE.fullmatch(first).group(1) == "figures/part3-leak.svg", first
+    benchmarks = (PROJECT / "BENCHMARKS.md").read_text()
+    linked = IMAGE.findall(benchmarks) + IMAGE.findall("\n".join(readme))
+    assert "figures/part3-leak.svg" in IMAGE.findall(benchmarks)
+    for link in linked:
+        svg = PROJECT / link
+        assert ElementTree.parse(svg).getroot().tag == f"{SVG}svg", link
+        assert svg.with_suffix(".csv").stat().st_size > 0, link
+
+
+def test_every_part_of_benchmarks_shows_a_picture_above_its_table():
+    sections = re.split(r"^## ", (PROJECT / "BENCHMARKS.md").read_text(), flags=re.M)
+    parts = [section for section in sections if section.startswith("Part ")]
+    assert len(parts) >= 13
+    for section in parts:
+        image = IMAGE.search(section)
+        table = re.search(r"^\| ", section, flags=re.M)
+        assert image and table and image.start() < table.start(), section.splitlines()[0]
+
+
+def test_a_ratio_near_one_is_drawn_as_dots_on_an_axis_that_shows_the_difference():
+    data = plots.Bars(["1", "2", "3"], {"A / B": [1.02, 0.97, 1.05]}, "ratio", [(1.0, "no cost")], False, 3, dots=True)
+    picture = plots.bars("ratio", "Recycling costs nothing", data)
+    ids = ids_in(picture)
+    assert "dots-a-b" in ids and "reference-no-cost" in ids
+    assert not any(name.startswith("bars-") for name in ids)
+    text = texts_in(picture)
+    assert all(value in text for value in ("1.020", "0.970", "1.050"))  # each value at its dot
+    assert "no cost" in text  # the reference line is named in the legend
