@@ -107,7 +107,7 @@ def run(scale: Scale) -> Part:
             plots.Bars(
                 [str(number) for number in range(1, len(ratios) + 1)],
                 {"A / B (recycling on / off)": ratios},
-                "requests/s ratio, A / B (8 keep-alive connections)",
+                "requests/s, A / B",
                 references=[(1.0, "1.0: no cost"), (TARGET_RATIO, f"target >= {TARGET_RATIO:g}")],
                 horizontal=False,
                 digits=3,
