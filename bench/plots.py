@@ -275,7 +275,7 @@ def memory_over_time(
     for when, label in events:
         axes[0].annotate(label, (when, 104), xytext=(3, 0), textcoords="offset points", fontsize=7.5, color=GREY)
     axes[0].set_ylim(0, 118)
-    axes[0].set_xlim(0, longest * 1.01)
+    axes[0].set_xlim(0, max(longest * 1.01, 0.1))
     axes[-1].set_xlabel(xlabel)
     fig.supylabel("cgroup memory usage, % of its limit", fontsize=9.5)
     handles = [

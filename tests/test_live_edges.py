@@ -82,6 +82,10 @@ def test_memory_that_is_not_the_services_is_reported_and_never_recycled_for(
     cgroup = memory_cgroup(cgroup_mb)
     server = live_server({"MEMORY_LOG_INTERVAL_S": "1", **env}, cgroup=cgroup)
     workers_before = server.worker_pids()
+    if status == "CRITICAL":
+        # Past the 90% line by 24 MB whatever this interpreter's tree holds: 3.13's is smaller than 3.11's,
+        # and a fixed holder left the SIGUSR2 test below at 89% in CI.
+        holder_mb = max(holder_mb, cgroup_mb * 90 // 100 + 24 - cgroup.working_set_bytes() // MIB)
     memory_holder(cgroup, holder_mb)
 
     # 12 samples of the master's monitor (one a second) with the holder in place: two guard cooldowns and more.
