@@ -106,19 +106,18 @@ def _pyplot():
     return matplotlib, plt
 
 
+# _figure and _save run inside a drawing function, so inside its @_styled house style.
 def _figure(height_in: float, rows: int = 1, sharex: bool = False, sharey: bool = False):
-    matplotlib, plt = _pyplot()
-    with matplotlib.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, 1, figsize=(WIDTH_IN, height_in), sharex=sharex, sharey=sharey, squeeze=False)
+    _matplotlib, plt = _pyplot()
+    fig, axes = plt.subplots(rows, 1, figsize=(WIDTH_IN, height_in), sharex=sharex, sharey=sharey, squeeze=False)
     return fig, [row[0] for row in axes]
 
 
 def _save(fig, name: str, alt: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> Picture:
-    matplotlib, plt = _pyplot()
+    _matplotlib, plt = _pyplot()
     folder = directory()
     svg, table = folder / f"{name}.svg", folder / f"{name}.csv"
-    with matplotlib.rc_context(STYLE):
-        fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+    fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     with table.open("w", newline="") as handle:
         writer = csv.writer(handle)
