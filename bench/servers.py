@@ -276,8 +276,12 @@ def start(peer: Peer) -> Running:
 
 
 def _stop(running: Running) -> None:
-    if running in _running:
-        _running.remove(running)
+    """Stop `running` once. A Ctrl-C stops everything from its handler, and then `serving`'s own way out
+    comes here again: a second stop read the cgroup the first had removed, and its FileNotFoundError
+    replaced the SystemExit, so the part went on to its next peer instead of leaving."""
+    if running not in _running:
+        return
+    _running.remove(running)
     running.stop()
 
 
