@@ -48,6 +48,24 @@ def uwsgi(
     return Peer(name, "uwsgi", app=app, workers=workers, limit_mb=limit_mb, args=args)
 
 
+def granian(
+    app: str = "wsgi:app",
+    workers: int = PLAIN_WORKERS,
+    limit_mb: int = LIMIT_MB,
+    name: str = "granian",
+    args: tuple[str, ...] | None = None,
+) -> Peer:
+    """granian's own memory recycling at its fastest: --workers-max-rss at FitFlix's budget, sampled every second."""
+    if args is None:
+        args = ("--workers-max-rss", str(uwsgi_budget_mb(limit_mb, workers)), "--rss-sample-interval", "1")
+    return Peer(name, "granian", app=app, workers=workers, limit_mb=limit_mb, args=args)
+
+
+def waitress(app: str = "wsgi:app", limit_mb: int = LIMIT_MB, name: str = "waitress", threads: int = 4) -> Peer:
+    """waitress: one process with `threads` threads (its default 4); it has no worker recycling."""
+    return Peer(name, "waitress", app=app, workers=1, limit_mb=limit_mb, args=(f"--threads={threads}",))
+
+
 def fitflix(
     app: str = "wsgi:app",
     env: dict[str, str] | None = None,

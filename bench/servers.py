@@ -1,4 +1,4 @@
-"""The peers: plain gunicorn, uWSGI and FitFlix, each started by pid inside a memory cgroup of its own.
+"""The peers: plain gunicorn, uWSGI, granian, waitress and FitFlix, each started by pid in a memory cgroup of its own.
 
 Everything started here is registered, so `stop_everything()` (called on the
 way out, on success, error or Ctrl-C) ends our processes by pid and removes
@@ -31,18 +31,21 @@ from tests.support.wait import poll_until
 log = logging.getLogger("bench")
 
 UWSGI = Path(sys.executable).with_name("uwsgi")
+GRANIAN = Path(sys.executable).with_name("granian")
+WAITRESS = Path(sys.executable).with_name("waitress-serve")
 
 
 @dataclass(frozen=True)
 class Peer:
-    """How to start one server: `kind` is plain (gunicorn, no config), uwsgi or fitflix (gunicorn.conf.py)."""
+    """How to start one server: `kind` is plain (gunicorn, no config), uwsgi, granian, waitress or fitflix
+    (gunicorn.conf.py)."""
 
     name: str
     kind: str
     app: str = "wsgi:app"
-    workers: int = 2  # plain and uwsgi; fitflix sizes itself (WEB_CONCURRENCY in env overrides)
+    workers: int = 2  # plain, uwsgi and granian (waitress is one process); fitflix sizes itself (WEB_CONCURRENCY)
     env: dict[str, str] = field(default_factory=dict)  # fitflix settings
-    args: tuple[str, ...] = ()  # extra plain/uwsgi flags
+    args: tuple[str, ...] = ()  # extra flags of a peer that is not fitflix
     limit_mb: int | None = 512  # the peer's own memory cgroup; None: none
     prefix: tuple[str, ...] = ()  # fitflix: a command gunicorn runs under, such as NO_PROC (inside the cgroup)
 
@@ -109,10 +112,59 @@ class Uwsgi(PeerServer):
         self.master_pid = self.process.pid  # `sh -c 'exec ...'` keeps the pid
 
 
+class Granian(PeerServer):
+    """granian from PyPI: its WSGI interface, N worker processes, on a free 127.0.0.1 port, no access log."""
+
+    def server_command(self) -> list[str]:
+        return [
+            str(GRANIAN),
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.peer.workers),
+            "--no-access-log",
+            *self.peer.args,
+            self.peer.app,
+        ]
+
+    def start(self, ready_timeout_s: float = 30.0) -> PeerServer:
+        self.port = free_port()  # granian does not report a port it picked itself
+        return super().start(ready_timeout_s)
+
+    def find_port(self, timeout_s: float) -> None:
+        self.master_pid = self.process.pid  # `sh -c 'exec ...'` keeps the pid
+
+
+class Waitress(PeerServer):
+    """waitress from PyPI: one process, its threads (4 unless --threads), on a free 127.0.0.1 port."""
+
+    def server_command(self) -> list[str]:
+        return [str(WAITRESS), "--listen", f"127.0.0.1:{self.port}", *self.peer.args, self.peer.app]
+
+    def start(self, ready_timeout_s: float = 30.0) -> PeerServer:
+        self.port = free_port()
+        return super().start(ready_timeout_s)
+
+    def find_port(self, timeout_s: float) -> None:
+        self.master_pid = self.process.pid
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def peer_problem(kind: str) -> str | None:
+    """Why a granian or waitress peer cannot run here (not installed), or None."""
+    command = {"granian": GRANIAN, "waitress": WAITRESS}[kind]
+    if not command.exists():
+        return f"{kind} is not installed ({command} missing): pip install -r requirements-bench.txt"
+    return None
 
 
 def uwsgi_problem() -> str | None:
@@ -261,6 +313,10 @@ def start(peer: Peer) -> Running:
         server: LiveServer | PeerServer = PlainGunicorn(peer, cgroup)
     elif peer.kind == "uwsgi":
         server = Uwsgi(peer, cgroup)
+    elif peer.kind == "granian":
+        server = Granian(peer, cgroup)
+    elif peer.kind == "waitress":
+        server = Waitress(peer, cgroup)
     elif peer.kind == "fitflix":
         server = LiveServer(peer.env, app=peer.app, cgroup=cgroup, prefix=peer.prefix)
     else:
