@@ -47,6 +47,8 @@ class Peer:
     env: dict[str, str] = field(default_factory=dict)  # fitflix settings
     args: tuple[str, ...] = ()  # extra flags of a peer that is not fitflix
     limit_mb: int | None = 512  # the peer's own memory cgroup; None: none
+    cpus: float | None = None  # a CPU quota on that cgroup (0.1: Render's free instance); None: none
+    cpu_list: str | None = None  # pinned with `taskset -c` to these CPUs ("0"); None: not pinned
     prefix: tuple[str, ...] = ()  # fitflix: a command gunicorn runs under, such as NO_PROC (inside the cgroup)
 
 
@@ -57,7 +59,7 @@ class PeerServer(LiveServer):
     def __init__(self, peer: Peer, cgroup: MemoryCgroup | None) -> None:
         # gunicorn 27's control socket lives under $HOME: one home each, so peers never share it.
         self.home = tempfile.mkdtemp(prefix="fitflix-bench-home-")
-        super().__init__({"HOME": self.home}, app=peer.app, cgroup=cgroup)
+        super().__init__({"HOME": self.home}, app=peer.app, cgroup=cgroup, prefix=pinned(peer))
         self.peer = peer
 
     def close(self) -> None:
@@ -151,6 +153,11 @@ class Waitress(PeerServer):
 
     def find_port(self, timeout_s: float) -> None:
         self.master_pid = self.process.pid
+
+
+def pinned(peer: Peer) -> tuple[str, ...]:
+    """`taskset -c LIST`, which runs the server in place of itself (same pid), when the peer is pinned."""
+    return ("taskset", "-c", peer.cpu_list) if peer.cpu_list is not None else ()
 
 
 def free_port() -> int:
@@ -308,7 +315,13 @@ _running: list[Running] = []
 
 def start(peer: Peer) -> Running:
     """Start `peer` inside a fresh memory cgroup of `peer.limit_mb`; raise with the log on failure."""
-    cgroup = MemoryCgroup.create(peer.limit_mb, prefix="fitflix-bench") if peer.limit_mb else None
+    cgroup = (
+        MemoryCgroup.create(
+            peer.limit_mb, prefix="fitflix-bench", cpus=peer.cpus, cpu_accounting=peer.cpu_list is not None
+        )
+        if peer.limit_mb
+        else None
+    )
     if peer.kind == "plain":
         server: LiveServer | PeerServer = PlainGunicorn(peer, cgroup)
     elif peer.kind == "uwsgi":
@@ -318,7 +331,7 @@ def start(peer: Peer) -> Running:
     elif peer.kind == "waitress":
         server = Waitress(peer, cgroup)
     elif peer.kind == "fitflix":
-        server = LiveServer(peer.env, app=peer.app, cgroup=cgroup, prefix=peer.prefix)
+        server = LiveServer(peer.env, app=peer.app, cgroup=cgroup, prefix=pinned(peer) + peer.prefix)
     else:
         raise ValueError(f"unknown peer kind {peer.kind!r}")
     running = Running(peer, server, cgroup)

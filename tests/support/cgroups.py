@@ -22,14 +22,26 @@ class CgroupUnavailable(RuntimeError):
     pass
 
 
+CPU_PERIOD_US = 100_000  # the kernel's default CFS period: 0.1 CPU is 10 ms of every 100 ms
+
+
 class MemoryCgroup:
-    def __init__(self, directory: Path, version: int) -> None:
+    def __init__(self, directory: Path, version: int, cpu_dirs: tuple[Path, ...] = ()) -> None:
         self.directory = directory
         self.version = version
+        # v1 only: the sibling cgroups in the cpu and cpuacct hierarchies (v2 has one directory for all).
+        self.cpu_dirs = cpu_dirs
 
     @classmethod
-    def create(cls, limit_mb: int, prefix: str = "fitflix-test") -> MemoryCgroup:
-        """A child of this process's memory cgroup with a `limit_mb` limit."""
+    def create(
+        cls, limit_mb: int, prefix: str = "fitflix-test", cpus: float | None = None, cpu_accounting: bool = False
+    ) -> MemoryCgroup:
+        """A child of this process's memory cgroup with a `limit_mb` limit.
+
+        `cpus`: a CPU quota as well (0.1 is Render's free instance: 10 ms of every
+        100 ms); `cpu_accounting`: the CPU time of everything inside is counted
+        (`cpu_usage_ns`), with or without a quota.
+        """
         if os.geteuid() != 0:
             raise CgroupUnavailable("creating a cgroup needs root")
         parent = find_cgroup()
@@ -52,11 +64,56 @@ class MemoryCgroup:
             except OSError:
                 pass
             raise CgroupUnavailable(f"cannot create a memory cgroup under {parent.memory_dir}: {error}") from error
-        return cls(directory, parent.version)
+        cgroup = cls(directory, parent.version)
+        if cpus is not None or cpu_accounting:
+            try:
+                cgroup._add_cpu(parent, directory.name, cpus)
+            except (OSError, CgroupUnavailable) as error:
+                cgroup.remove()
+                raise CgroupUnavailable(f"cannot give {directory} a CPU quota or CPU accounting: {error}") from error
+        return cgroup
+
+    def _add_cpu(self, parent, name: str, cpus: float | None) -> None:
+        quota_us = None if cpus is None else max(int(cpus * CPU_PERIOD_US), 1000)
+        if self.version == 2:
+            control = parent.memory_dir / "cgroup.subtree_control"
+            if "cpu" not in control.read_text().split():
+                control.write_text("+cpu")
+            if quota_us is not None:
+                (self.directory / "cpu.max").write_text(f"{quota_us} {CPU_PERIOD_US}")
+            return
+        dirs = []
+        for controller in ("cpu", "cpuacct"):
+            base = _v1_own_dir(controller)
+            if base is None:
+                raise CgroupUnavailable(f"no v1 {controller} hierarchy is mounted for this process")
+            directory = base / name
+            directory.mkdir(exist_ok=True)
+            dirs.append(directory)
+            self.cpu_dirs = tuple(dirs)
+        if quota_us is not None:
+            (dirs[0] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            (dirs[0] / "cpu.cfs_quota_us").write_text(str(quota_us))
+
+    def cpu_usage_ns(self) -> int:
+        """CPU time used by everything that ran inside, exited processes included (needs cpu_accounting or cpus)."""
+        if self.version == 2:
+            return self._keyed("cpu.stat")["usage_usec"] * 1000
+        return int((self.cpu_dirs[1] / "cpuacct.usage").read_text())  # (cpu, cpuacct), maybe one folder
+
+    def cpu_throttled_ns(self) -> int:
+        """How long the quota held the processes inside back (0 without a quota)."""
+        if self.version == 2:
+            return self._keyed("cpu.stat").get("throttled_usec", 0) * 1000
+        return self._keyed_at(self.cpu_dirs[0] / "cpu.stat").get("throttled_time", 0)
 
     def _keyed(self, name: str) -> dict[str, int]:
+        return self._keyed_at(self.directory / name)
+
+    @staticmethod
+    def _keyed_at(path: Path) -> dict[str, int]:
         values = {}
-        for line in (self.directory / name).read_text().splitlines():
+        for line in path.read_text().splitlines():
             key, _, value = line.partition(" ")
             if value.strip().isdigit():
                 values[key] = int(value)
@@ -89,18 +146,44 @@ class MemoryCgroup:
 
     def wrap(self, command: list[str]) -> list[str]:
         """`command`, started inside this cgroup before it runs any Python (so every fork is inside too)."""
-        return ["sh", "-c", f'echo $$ > "{self.procs_file}" && exec "$@"', "fitflix-in-cgroup", *command]
+        joins = " && ".join(f'echo $$ > "{path}"' for path in [self.procs_file, *self._cpu_procs_files()])
+        return ["sh", "-c", f'{joins} && exec "$@"', "fitflix-in-cgroup", *command]
+
+    def _cpu_procs_files(self) -> list[Path]:
+        return [directory / "cgroup.procs" for directory in self.cpu_dirs]
 
     def remove(self, timeout_s: float = 10.0) -> None:
         """Remove the cgroup once its processes are gone (they are ours: the caller ended them)."""
+        for directory in (self.directory, *self.cpu_dirs):
+            poll_until(lambda directory=directory: _rmdir(directory), timeout_s, f"{directory} to be removable")
+        self.cpu_dirs = ()
 
-        def removed() -> bool:
-            try:
-                self.directory.rmdir()
-            except FileNotFoundError:
-                return True
-            except OSError:  # EBUSY: the kernel has not let go of the last process yet
-                return False
-            return True
 
-        poll_until(removed, timeout_s, f"{self.directory} to be removable")
+def _rmdir(directory: Path) -> bool:
+    try:
+        directory.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:  # EBUSY: the kernel has not let go of the last process yet
+        return False
+    return True
+
+
+def _v1_own_dir(controller: str) -> Path | None:
+    """This process's own cgroup folder in the v1 hierarchy that has `controller` (cpu, cpuacct)."""
+    own = None
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _number, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            own = path
+    if own is None:
+        return None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        separator = fields.index("-")
+        fstype, options = fields[separator + 1], fields[separator + 3].split(",")
+        if fstype == "cgroup" and controller in options:
+            root, mount_point = fields[3], fields[4]
+            relative = own[len(root) :] if own.startswith(root) and root != "/" else own
+            return Path(mount_point) / relative.lstrip("/")
+    return None
