@@ -94,6 +94,9 @@ def _mb(value: int | None) -> int | None:
 
 def _negotiated() -> str:
     """JSON unless the client prefers health+json or HTML (a browser does: text/html at q=1, */* lower)."""
+    accept = request.environ.get("HTTP_ACCEPT")
+    if not accept or accept == "*/*":  # what probes send: JSON, without parsing an Accept header
+        return JSON
     return request.accept_mimetypes.best_match([JSON, HEALTH_JSON, HTML], default=JSON)
 
 
@@ -111,8 +114,12 @@ def _page() -> Response:
     return response
 
 
+VARY = "Accept, Authorization"
+
+
 def _varies(response: Response) -> Response:
-    response.vary.update(("Accept", "Authorization"))
+    """The answer depends on Accept and on the token (every response here is new: nothing set a Vary yet)."""
+    response.headers["Vary"] = VARY
     return response
 
 

@@ -19,6 +19,8 @@ from tests.support.wait import poll_until
 
 pytestmark = pytest.mark.usefixtures("standalone_runtime")
 
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
 TOKEN = "s3cret-token-for-tests-only"
 HEALTH_JSON = "application/health+json"
 
@@ -108,6 +110,27 @@ def test_plain_json_stays_the_default_for_clients_that_accept_anything(client):
     assert response.content_type == "application/json" and "memory" in response.get_json()
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [None, "", "*/*", "application/health+json", "text/html", "*/*;q=0.1, text/html", BROWSER_ACCEPT, "image/png"],
+)
+def test_the_accept_shortcut_chooses_what_full_negotiation_chooses(accept):
+    from werkzeug.datastructures import MIMEAccept
+    from werkzeug.http import parse_accept_header
+
+    from fitflix.health import HEALTH_JSON, HTML, JSON, _negotiated
+
+    app = create_app(Settings(max_memory_mb=512))
+    with app.test_request_context("/health", headers={"Accept": accept} if accept is not None else {}):
+        full = parse_accept_header(accept, MIMEAccept).best_match([JSON, HEALTH_JSON, HTML], default=JSON)
+        assert _negotiated() == full
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready", "/health/memory"])
+def test_health_answers_vary_on_accept_and_authorization_once(client, path):
+    assert client.get(path).headers.getlist("Vary") == ["Accept, Authorization"]
+
+
 # --- access control -------------------------------------------------------------------------
 
 
@@ -115,9 +138,6 @@ def test_plain_json_stays_the_default_for_clients_that_accept_anything(client):
 def guarded():
     """A test client of an app with HEALTH_TOKEN set."""
     return create_app(Settings(max_memory_mb=512, health_token=TOKEN)).test_client()
-
-
-BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
 @pytest.mark.parametrize("accept", [None, "application/json", "text/html", BROWSER_ACCEPT])

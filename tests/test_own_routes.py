@@ -39,6 +39,15 @@ def catalogue():
     return response
 
 
+@workouts.get("/own-headers")
+def own_headers():
+    response = jsonify(workouts=[])
+    # any spelling of a header name is the same header: the app's value stays, and stays alone
+    response.headers["cache-control"] = "private"
+    response.headers["X-FRAME-OPTIONS"] = "SAMEORIGIN"
+    return response
+
+
 @workouts.get("/out-of-memory")
 def out_of_memory():
     raise MemoryError
@@ -81,6 +90,9 @@ def test_a_route_that_sets_its_own_cache_control_keeps_it():
 
     assert client.get("/api/workouts/catalogue").headers["Cache-Control"] == "public, max-age=60"
     assert client.get("/api/workouts").headers["Cache-Control"] == "no-store"
+    own = client.get("/api/workouts/own-headers").headers
+    assert own.getlist("Cache-Control") == ["private"] and own.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert own["X-Content-Type-Options"] == "nosniff"
 
 
 def test_a_blueprint_of_yours_on_a_fitflix_path_is_refused_by_create_app():
