@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import time
+import traceback
 from datetime import UTC, datetime
 from urllib.parse import quote, quote_plus
 
@@ -35,7 +38,34 @@ SECRET_PARAMETER = re.compile(
 
 def redact_query(text: str) -> str:
     """`a=1&access_token=abc` -> `a=1&access_token=[redacted]`."""
+    if "=" not in text:  # nearly every line: no parameter, nothing to look for
+        return text
     return SECRET_PARAMETER.sub(lambda match: f"{match.group('name')}={REDACTED}", text)
+
+
+# The atoms a format names: `%(h)s`, `%({user-agent}i)s`.
+FORMAT_ATOM = re.compile(r"%\(([^)]*)\)")
+# Atoms whose value is a header or a variable that can carry a credential.
+SECRET_ATOMS = frozenset({"{authorization}i", "{proxy-authorization}i", "{cookie}i", "{http_authorization}e"})
+# What access_fields reads: the json format computes only these.
+JSON_ATOMS = ("h", "m", "U", "q", "H", "s", "B", "D", "f", "a")
+
+
+# Atoms read straight from the environ: (variable, what gunicorn gives when it is missing).
+ENVIRON_ATOMS = {
+    "h": ("REMOTE_ADDR", "-"),
+    "m": ("REQUEST_METHOD", None),
+    "U": ("PATH_INFO", None),
+    "q": ("QUERY_STRING", None),
+    "H": ("SERVER_PROTOCOL", None),
+    "f": ("HTTP_REFERER", "-"),
+    "a": ("HTTP_USER_AGENT", "-"),
+}
+
+
+def format_atoms(access_log_format: str) -> tuple[str, ...]:
+    """The atom keys `access_log_format` uses, each once, spelled as in the format (`%` looks them up so)."""
+    return tuple(dict.fromkeys(FORMAT_ATOM.findall(access_log_format)))
 
 
 class RedactingFormatter(logging.Formatter):
@@ -114,17 +144,104 @@ class FitflixLogger(Logger):
         for key in ("r", "q", "f"):
             if isinstance(atoms.get(key), str):
                 atoms[key] = redact_query(atoms[key])
-        for key in ("{authorization}i", "{proxy-authorization}i", "{cookie}i", "{http_authorization}e"):
+        for key in SECRET_ATOMS:
             if key in atoms:
                 atoms[key] = REDACTED
         return atoms
 
+    def used_atoms(self, keys: tuple[str, ...], resp, req, environ, request_time, quoted: bool = True) -> dict:
+        """What `atoms` gives for `keys` alone; `quoted`: with `"` escaped, as gunicorn's SafeAtoms does for text.
+
+        gunicorn builds some 20 atoms plus one per request header, response header
+        and environ variable (about 60 on a plain GET), then copies them all to
+        escape quotes: most of an access line's cost. A format uses a handful.
+        """
+        values = {}
+        for key in keys:
+            value = self._atom(key, resp, req, environ, request_time)
+            values[key] = value.replace('"', '\\"') if quoted and isinstance(value, str) else value
+        return values
+
+    def _atom(self, key: str, resp, req, environ, request_time):
+        """One atom as gunicorn's Logger.atoms computes it, redacted as `atoms` redacts it; "-" when unknown."""
+        if key in ENVIRON_ATOMS:
+            variable, default = ENVIRON_ATOMS[key]
+            value = environ.get(variable, default)
+            return redact_query(value) if key in ("q", "f") and isinstance(value, str) else value
+        if key in ("l", "u"):
+            return "-"  # the Basic user name is never logged
+        if key == "t":
+            return self.now()
+        if key == "r":
+            return redact_query(f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}")
+        if key == "s":
+            status = resp.status
+            return status.split(None, 1)[0] if isinstance(status, str) else status
+        if key == "b":
+            sent = getattr(resp, "sent", None)
+            return str(sent) if sent is not None and str(sent) else "-"
+        if key == "B":
+            return getattr(resp, "sent", None)
+        if key in ("T", "D", "M", "L"):
+            seconds, microseconds = request_time.seconds, request_time.microseconds
+            return {
+                "T": seconds,
+                "D": seconds * 1000000 + microseconds,
+                "M": seconds * 1000 + int(microseconds / 1000),
+                "L": f"{seconds}.{microseconds:06d}",
+            }[key]
+        if key == "p":
+            return f"<{os.getpid()}>"
+        name, kind = key[1:-2].lower(), key[-1:]
+        if not (key.startswith("{") and key[-2:-1] == "}" and kind in "ioe"):
+            return "-"
+        if kind == "e":
+            pairs = environ.items()
+        else:
+            pairs = (req.headers if hasattr(req, "headers") else req) if kind == "i" else resp.headers
+            pairs = pairs.items() if hasattr(pairs, "items") else pairs
+        # the last one whose lower-cased name matches, as gunicorn's dict update keeps it
+        found = [value for pair_name, value in pairs if pair_name.lower() == name]
+        if not found:
+            return "-"
+        return REDACTED if f"{{{name}}}{kind}" in SECRET_ATOMS else found[-1]
+
+    def now(self) -> str:
+        """gunicorn's `[%d/%b/%Y:%H:%M:%S %z]`, formatted once a second rather than once a line."""
+        second = int(time.time())
+        if second != self._now_second:
+            self._now_text, self._now_second = super().now(), second
+        return self._now_text
+
+    _now_second = -1
+    _now_text = ""
+
     def access(self, resp, req, environ, request_time) -> None:
         if not self.access_log_health and environ.get("PATH_INFO") in PROBE_PATHS:
             return
-        if not self.json_format:
-            super().access(resp, req, environ, request_time)
-            return
         if not self.access_log_enabled:
             return
-        self.access_log.info("request", extra={"access": access_fields(self.atoms(resp, req, environ, request_time))})
+        try:
+            if self.json_format:
+                fields = access_fields(self.used_atoms(JSON_ATOMS, resp, req, environ, request_time, quoted=False))
+                self._emit("request", (), {"access": fields})
+            else:
+                keys = self._format_keys()
+                self._emit(self.cfg.access_log_format, (self.used_atoms(keys, resp, req, environ, request_time),))
+        except Exception:
+            self.error(traceback.format_exc())
+
+    def _format_keys(self) -> tuple[str, ...]:
+        access_log_format = self.cfg.access_log_format
+        if self._keys_for != access_log_format:  # a SIGHUP can change the format
+            self._keys, self._keys_for = format_atoms(access_log_format), access_log_format
+        return self._keys
+
+    _keys: tuple[str, ...] = ()
+    _keys_for: str | None = None
+
+    def _emit(self, message: str, args: tuple, extra: dict | None = None) -> None:
+        """access_log.info(message, *args), without the caller lookup (a walk up the stack) logging does first."""
+        log = self.access_log
+        if log.isEnabledFor(logging.INFO):
+            log.handle(log.makeRecord(log.name, logging.INFO, "(access)", 0, message, args, None, extra=extra))
