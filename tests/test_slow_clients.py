@@ -18,6 +18,7 @@ import pytest
 
 from fitflix import SECURITY_HEADERS
 from tests.support.flood import Flood, probe_series
+from tests.support.server import LiveServer, plain_gunicorn_command
 from tests.support.wait import poll_until
 
 pytestmark = pytest.mark.live
@@ -249,3 +250,50 @@ def test_drips_slower_than_the_deadline_do_not_hold_threads(live_server):
     assert all(latency is not None and latency < 2.0 for latency in latencies), latencies
     for sock in dripping:
         sock.close()
+
+
+class PlainGthread(LiveServer):
+    """Plain gunicorn's gthread worker on the same app, no config file: what the early answers are compared with."""
+
+    def server_command(self) -> list[str]:
+        return plain_gunicorn_command("127.0.0.1:0", 1, "wsgi:app", ("--worker-class", "gthread", "--threads", "2"))
+
+
+@pytest.fixture
+def plain_gthread(tmp_path):
+    """Plain gunicorn gthread on 127.0.0.1 (its control socket under a HOME of its own); stopped at teardown."""
+    server = PlainGthread({"HOME": str(tmp_path)})
+    try:
+        server.start()
+    except AssertionError as error:
+        pytest.fail(str(error))
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"GET /v HTTP/9.9\r\nHost: x\r\n", id="invalid-line-in-a-head-that-never-ends"),
+        pytest.param(b"PROXY TCP4 192.0.2.1 192.0.2.2 56324 443\r\n", id="proxy-line-with-the-protocol-off"),
+        pytest.param(b"\r\nGET /" + b"a" * 9000, id="long-line-after-a-leading-crlf"),
+    ],
+)
+def test_a_head_the_parser_refuses_early_is_answered_at_once_as_plain_gunicorn_answers_it(
+    live_server, plain_gthread, head
+):
+    """RFC 9112 section 3: an invalid request line is answered when it is read, not when the head ends."""
+    fitflix = live_server({"HEAD_TIMEOUT_S": "60"})
+    answers = {}
+    for name, server in (("plain", plain_gthread), ("fitflix", fitflix)):
+        sock = connect(server, timeout_s=10.0)  # the head never ends: only an early answer comes within 10 s
+        try:
+            sock.sendall(head)
+            answers[name] = parse(read_all(sock))
+        finally:
+            sock.close()
+
+    assert answers["fitflix"][0] == answers["plain"][0], answers
+    assert answers["plain"][0] in (400, 414)
+    assert json.loads(answers["fitflix"][2])["status"] == answers["plain"][0]
+    assert probe_s(fitflix) is not None and "Traceback" not in fitflix.log()

@@ -7,9 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 from gunicorn import util
+from gunicorn.config import Config
 
 from fitflix import SECURITY_HEADERS
 from fitflix.serving.worker import (
+    RequestLineCheck,
     _CapturedSocket,
     error_response,
     json_from_gunicorn_error,
@@ -35,12 +37,38 @@ from fitflix.serving.worker import (
         # a first line past the line limit with no end yet: 414 from what is here
         (b"GET /" + b"a" * 50, True),
         (b"GET /" + b"a" * 40, False),
-        (b"GET /" + b"a" * 40 + b" HTTP/1.1\r\n" + b"X: y\r\n" * 5, False),  # the limit is the first line's only
+        (b"GET /" + b"a" * 30 + b" HTTP/1.1\r\n" + b"X: y\r\n" * 5, False),  # the limit is the first line's only
+        (b"GET /" + b"a" * 40 + b" HTTP/1.1\r\n" + b"X: y\r\n", True),  # a whole line past it: 414 now
         (b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 20, True),  # past max_head: 431 from what is here
     ],
 )
 def test_parser_can_answer(data, answerable):
     assert parser_can_answer(data, line_limit=50, max_head=100) is answerable
+
+
+@pytest.mark.parametrize(
+    ("data", "answerable"),
+    [
+        # a whole request line gunicorn refuses: answered now, whatever is still to come
+        (b"GET /v HTTP/9.9\r\nHost: x\r\n", True),
+        (b"PROXY TCP4 192.0.2.1 192.0.2.2 56324 443\r\n", True),  # the PROXY protocol, which is off
+        (b"GET\r\n", True),
+        (b"GET * HTTP/1.1\r\n", True),
+        (b"\r\nGET /v HTTP/9.9\r\n", True),  # after the one empty line the parser skips
+        # a good line waits for the rest of its head; a line not yet whole is not judged
+        (b"GET /v HTTP/1.1\r\nHost: x\r\n", False),
+        (b"OPTIONS * HTTP/1.1\r\n", False),
+        (b"GET /v HTTP/9.9", False),
+        (b"\r\nGET /v HTTP/1.1\r\n", False),
+        # a long line after the skipped empty line is gunicorn's 414, not a 431 at the buffer's end
+        (b"\r\nGET /" + b"a" * 50, True),
+        (b"\r\nGET /" + b"a" * 45, False),
+        (b"\r\nGET /" + b"a" * 50 + b" HTTP/1.1\r\n", True),
+    ],
+)
+def test_parser_can_answer_a_refused_request_line_at_once(data, answerable):
+    refuses = RequestLineCheck(Config()).refuses
+    assert parser_can_answer(data, line_limit=50, max_head=1000, refuses_line=refuses) is answerable
 
 
 def test_an_unlimited_request_line_waits_for_its_end():

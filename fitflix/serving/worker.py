@@ -35,10 +35,11 @@ import selectors
 import socket
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from functools import partial
 
 from gunicorn import http, util
-from gunicorn.http.message import MAX_REQUEST_LINE
+from gunicorn.http.message import MAX_REQUEST_LINE, Request
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -60,18 +61,55 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 HEAD_BUFFER_MAX = 32 * 1024
 
 
-def parser_can_answer(data: bytes | bytearray, line_limit: int | None, max_head: int) -> bool:
+def parser_can_answer(
+    data: bytes | bytearray,
+    line_limit: int | None,
+    max_head: int,
+    refuses_line: Callable[[bytes], bool] | None = None,
+) -> bool:
     """Whether gunicorn's parser can answer from `data` alone, so no request thread waits on the client.
 
     A whole head (CRLF CRLF), or one the parser refuses from what is here: a
     bare LF anywhere (gunicorn rejects it rather than wait), a first line
-    already past `line_limit` (414), more than `max_head` bytes (431).
+    already past `line_limit` (414), a whole request line that `refuses_line`
+    (gunicorn's own request-line rules: a 400 such as `HTTP/9.9`, or a PROXY
+    line with the protocol off), more than `max_head` bytes (431). Like the
+    parser, one empty line before the request line is skipped (RFC 9112
+    section 2.2), so a long line after it is still a 414.
     """
     if b"\r\n\r\n" in data or _BARE_LF.search(data):
         return True
-    if line_limit is not None and b"\r\n" not in data and len(data) - 2 > line_limit:
+    start = 2 if data[:2] == b"\r\n" else 0
+    end = data.find(b"\r\n", start)
+    if end < 0:
+        if line_limit is not None and len(data) - start - 2 > line_limit:
+            return True
+    elif (line_limit is not None and end - start > line_limit) or (
+        refuses_line is not None and refuses_line(bytes(data[start:end]))
+    ):
         return True
     return len(data) > max_head
+
+
+class RequestLineCheck:
+    """gunicorn's own request-line rules (`http.message.Request.parse_request_line`), on a line alone.
+
+    The parser applies them as soon as the first line has come, before it waits
+    for the headers: so must the head reader, or an invalid line in a head that
+    never ends waits for HEAD_TIMEOUT_S where gunicorn answers 400 at once.
+    """
+
+    parse_request_line = Request.parse_request_line
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def refuses(self, line: bytes) -> bool:
+        try:
+            self.parse_request_line(line)
+        except Exception:  # InvalidRequestLine, InvalidHTTPVersion, ...: the parser raises the same, and answers
+            return True
+        return False
 
 
 def line_limit(cfg) -> int | None:
@@ -157,6 +195,7 @@ class HeadFirstWorker(ThreadWorker):
         )
         self.line_limit = line_limit(self.cfg)
         self.max_head = max_head_bytes(self.cfg)
+        self.refuses_line = RequestLineCheck(self.cfg).refuses
         # Connections whose head is being read, by deadline (all get the same timeout).
         self.head_conns: deque[_Conn] = deque()
         self.cuts: Counter[str] = Counter()  # not yet logged
@@ -228,7 +267,7 @@ class HeadFirstWorker(ThreadWorker):
         """
         if conn.head is None and conn.parser is not None and self.reads_heads(conn.client):
             buffered = conn.parser.unreader.buf.getvalue()
-            if buffered and not parser_can_answer(buffered, self.line_limit, self.max_head):
+            if buffered and not parser_can_answer(buffered, self.line_limit, self.max_head, self.refuses_line):
                 conn.parser.unreader.take_buffered()
                 conn.head = bytearray(buffered)
                 conn.sock.setblocking(False)
@@ -266,7 +305,7 @@ class HeadFirstWorker(ThreadWorker):
             self._close(conn)
             return
         conn.head += data
-        if parser_can_answer(conn.head, self.line_limit, self.max_head):
+        if parser_can_answer(conn.head, self.line_limit, self.max_head, self.refuses_line):
             self._drop_head(conn)
             self._hand_over(conn)
         elif len(conn.head) > HEAD_BUFFER_MAX:
