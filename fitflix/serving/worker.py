@@ -276,45 +276,61 @@ class HeadFirstWorker(ThreadWorker):
         super().enqueue_req(conn)
 
     def on_client_socket_readable(self, conn, client) -> None:
-        """A kept-alive connection has bytes: read its next head here too."""
+        """A kept-alive connection has bytes: read its next head here too.
+
+        Read at once, before the selector sees it again: the next head nearly
+        always comes whole in this one read and goes straight to a thread,
+        with no selector registration made and undone for it.
+        """
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         if not self.reads_heads(conn.client):
             self.enqueue_req(conn)
             return
         conn.head = bytearray()
-        self._read_head(conn)
-        self.on_head_readable(conn, client)
+        conn.head_deadline = time.monotonic() + self.head_timeout_s
+        self._take_head_bytes(conn, waiting=False)
 
     def _read_head(self, conn: _Conn) -> None:
         conn.head_deadline = time.monotonic() + self.head_timeout_s
+        self._wait_for_head(conn)
+
+    def _wait_for_head(self, conn: _Conn) -> None:
+        """The rest of this head comes through the selector, by `conn.head_deadline`."""
         self.head_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn))
 
     def on_head_readable(self, conn: _Conn, _client) -> None:
         if conn.head is None:
             return  # handed over or closed by an earlier event of the same select()
+        self._take_head_bytes(conn, waiting=True)
+
+    def _take_head_bytes(self, conn: _Conn, waiting: bool) -> None:
+        """Read what the client sent and decide; `waiting`: the connection is on the selector for its head."""
         try:
             data = conn.sock.recv(max(1, HEAD_BUFFER_MAX + 1 - len(conn.head)))
         except (BlockingIOError, InterruptedError):
+            if not waiting:
+                self._wait_for_head(conn)
             return
         except OSError:
             data = b""
         if not data:  # the client left
-            self._drop_head(conn)
-            self._close(conn)
+            self._close(conn, waiting)
             return
         conn.head += data
         if parser_can_answer(conn.head, self.line_limit, self.max_head, self.refuses_line):
-            self._drop_head(conn)
+            if waiting:
+                self._drop_head(conn)
             self._hand_over(conn)
         elif len(conn.head) > HEAD_BUFFER_MAX:
-            self._drop_head(conn)
             peer = conn.client[0] if conn.client else ""  # a unix socket's peer has no address
             self.log.warning("Invalid request from ip=%s: request head over %s bytes", peer, HEAD_BUFFER_MAX)
             status = (414, "URI Too Long") if b"\r\n" not in conn.head else (431, "Request Header Fields Too Large")
             self._answer(conn, error_response(*status, f"The request head is over {HEAD_BUFFER_MAX} bytes."))
-            self._close(conn)
+            self._close(conn, waiting)
+        elif not waiting:
+            self._wait_for_head(conn)
 
     def _drop_head(self, conn: _Conn) -> None:
         self.head_conns.remove(conn)
@@ -329,7 +345,10 @@ class HeadFirstWorker(ThreadWorker):
         conn.data_ready = True  # gthread's handle() must not wait for data again
         ThreadWorker.enqueue_req(self, conn)  # whole, just checked: not through enqueue_req's second look
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: _Conn, waiting: bool = False) -> None:
+        """Close `conn`; `waiting`: it is still on the selector for its head, and leaves it first."""
+        if waiting:
+            self._drop_head(conn)
         conn.head = None
         self.nr_conns -= 1
         conn.close()
