@@ -64,6 +64,7 @@ def init_app(app: Flask, settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     register_error_handlers(app)
     register_response_headers(app)
+    register_probe_shortcut(app)
     return app
 
 
@@ -156,6 +157,14 @@ SECURITY_HEADERS = {
 
 def register_response_headers(app: Flask) -> None:
     app.after_request(_add_response_headers)
+
+
+def register_probe_shortcut(app: Flask) -> None:
+    """Plain probes of /health and /health/live answered before Flask builds a request (fitflix/probes.py)."""
+    from fitflix.probes import ProbeShortcut
+
+    headers = [(name, value) for _key, name, value in DEFAULT_HEADERS]
+    app.wsgi_app = ProbeShortcut(app, app.wsgi_app, app.config["FITFLIX_SETTINGS"].health_token, headers)
 
 
 # What every answer gets unless it set its own: (lower-case name, name, value), matched without

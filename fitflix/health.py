@@ -152,10 +152,18 @@ def service_health():
                 ]
             }
         return _varies(_health_json(document, 200))
+    return _varies(jsonify(status_document(shown)))
+
+
+def status_document(shown: bool) -> dict:
+    """/health as plain JSON: the status, and who and since when for a reader who may see figures."""
     document = {"status": "OK"}
     if shown:
         document.update(service=SERVICE_NAME, uptimeSeconds=_uptime_s(), timestamp=_timestamp())
-    return _varies(jsonify(document))
+    return document
+
+
+LIVE_DOCUMENT = {"status": "OK"}
 
 
 @health.get("/live")
@@ -163,7 +171,7 @@ def liveness():
     """The process answers. Never fails on memory pressure: that would restart a healthy pod."""
     if _negotiated() == HEALTH_JSON:
         return _varies(_health_json({"status": "pass", "serviceId": SERVICE_NAME}, 200))
-    return _varies(jsonify(status="OK"))
+    return _varies(jsonify(LIVE_DOCUMENT))
 
 
 def readiness_problem(worker_alive: bool, status: str, fail_on_critical: bool, draining: bool = False) -> str | None:
