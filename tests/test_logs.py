@@ -73,7 +73,13 @@ def logger(monkeypatch, tmp_path):
     cfg = Config()
     cfg.set("accesslog", "-")  # streams, not files: gunicorn's loggers are global and outlive the test
     cfg.set("errorlog", "-")
-    return FitflixLogger(cfg)
+    # setup() points the app's "fitflix" logger at gunicorn's handlers: put every logger back for the next test
+    names = ("fitflix", "gunicorn.error", "gunicorn.access")
+    saved = [(log, list(log.handlers), log.propagate, log.level) for log in map(logging.getLogger, names)]
+    yield FitflixLogger(cfg)
+    for log, handlers, propagate, level in saved:
+        log.handlers[:], log.propagate = handlers, propagate
+        log.setLevel(level)
 
 
 @pytest.mark.parametrize("access_log_format", FORMATS)
@@ -142,3 +148,61 @@ def test_one_access_record_per_request_with_the_line_gunicorn_would_write(logger
         # the time atom may have moved on by a second between the two
         assert re.sub(r"\[[^]]+\]", "[t]", line) == re.sub(r"\[[^]]+\]", "[t]", expected)
         assert "abc" not in line and "s3cret" not in line
+
+
+class Stream:
+    """A stream that records each write: one entry per system call a real stream would make."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def record(message: str) -> logging.LogRecord:
+    return logging.makeLogRecord({"msg": message, "levelno": logging.INFO, "levelname": "INFO"})
+
+
+def test_buffered_lines_wait_for_the_flush_and_go_out_in_one_write():
+    from fitflix.serving.logs import BufferedLineHandler
+
+    stream = Stream()
+    handler = BufferedLineHandler(stream)
+    for number in range(3):
+        handler.handle(record(f"line {number}"))
+    assert stream.writes == []
+    handler.flush()
+    assert stream.writes == ["line 0\nline 1\nline 2\n"]
+    handler.flush()
+    assert len(stream.writes) == 1  # nothing pending: no write
+
+
+def test_buffered_lines_are_bounded_and_written_at_shutdown():
+    from fitflix.serving.logs import BufferedLineHandler
+
+    stream = Stream()
+    handler = BufferedLineHandler(stream, max_bytes=20)
+    handler.handle(record("a" * 15))
+    assert stream.writes == []
+    handler.handle(record("b" * 15))  # past 20 bytes pending: written without waiting for the loop
+    assert stream.writes == ["a" * 15 + "\n" + "b" * 15 + "\n"]
+    handler.handle(record("last"))
+    logging.shutdown([lambda: handler])  # what a recycled worker's way out runs
+    assert stream.writes[-1] == "last\n"
+
+
+def test_only_the_worker_buffers_and_only_a_stream_to_stdout(logger):
+    from fitflix.serving.logs import BufferedLineHandler
+
+    before = list(logger.access_log.handlers)
+    logger.buffer_access_lines()
+    try:
+        after = logger.access_log.handlers
+        assert len(after) == len(before) and all(isinstance(handler, BufferedLineHandler) for handler in after)
+        assert [handler.formatter for handler in after] == [handler.formatter for handler in before]
+    finally:
+        logger.access_log.handlers[:] = before

@@ -251,6 +251,22 @@ def test_metrics_parse_and_match_health_memory(fake_machine_app):
 
 
 @pytest.mark.live
+def test_every_access_line_is_written_also_by_workers_that_recycle(live_server):
+    """Access lines wait for the worker's loop (fitflix.serving.logs.BufferedLineHandler): none may be lost."""
+    server = live_server({"MAX_REQUESTS": "7", "MAX_REQUESTS_JITTER": "0"})
+    for number in range(30):
+        assert server.request("GET", f"/health?n={number}")[0] == 200
+
+    def written():
+        lines = re.findall(r'"GET /health\?n=(\d+) HTTP/1.1" 200', server.log())
+        return lines if len(lines) >= 30 else None
+
+    lines = poll_until(written, 10, "an access line for each of 30 requests")
+    assert sorted(map(int, lines)) == list(range(30))
+    assert server.log().count("reason=max_requests") >= 3
+
+
+@pytest.mark.live
 def test_live_metrics_count_requests_and_recycles_across_workers(live_server):
     server = live_server({"WEB_CONCURRENCY": "2", "MAX_REQUESTS": "10", "MAX_REQUESTS_JITTER": "0"})
     for _ in range(40):

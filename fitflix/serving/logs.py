@@ -121,6 +121,55 @@ def access_fields(atoms: dict) -> dict:
     }
 
 
+class BufferedLineHandler(logging.StreamHandler):
+    """A stream handler that keeps its lines and writes them together when flushed.
+
+    The access log of a threaded worker: a write per line is a system call made
+    by a request thread, which gives up the GIL to make it, and costs about as
+    much as formatting the line (measured: half of the access log's cost per
+    request). The worker's event loop flushes on every turn, so a line waits
+    at most one turn; `max_bytes` bounds what waits; logging.shutdown() (a
+    recycled worker's way out) flushes too. Only a kill loses the lines of
+    that one turn.
+    """
+
+    def __init__(self, stream, max_bytes: int = 64 * 1024) -> None:
+        super().__init__(stream)
+        self.max_bytes = max_bytes
+        self.pending: list[str] = []
+        self.pending_bytes = 0
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self.pending.append(line)
+        self.pending_bytes += len(line)
+        if self.pending_bytes >= self.max_bytes:
+            self._write()
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write()
+        finally:
+            self.release()
+
+    def _write(self) -> None:
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # logging's own rule: a log that cannot be written never breaks a request
+            self.handleError(logging.makeLogRecord({"msg": "access lines lost", "levelno": logging.ERROR}))
+
+
 class FitflixLogger(Logger):
     def setup(self, cfg) -> None:
         super().setup(cfg)
@@ -136,6 +185,23 @@ class FitflixLogger(Logger):
                 inner = JsonFormatter() if self.json_format else handler.formatter
                 if not isinstance(inner, RedactingFormatter):
                     handler.setFormatter(RedactingFormatter(inner, settings.health_token))
+
+    def buffer_access_lines(self) -> None:
+        """Worker, after fork: the access log's stream handlers keep lines until `flush_access_lines`."""
+        handlers = self.access_log.handlers
+        for index, handler in enumerate(handlers):
+            if type(handler) is logging.StreamHandler:  # "-": stdout; a file keeps its own (reopened on USR1)
+                buffered = BufferedLineHandler(handler.stream)
+                buffered.setFormatter(handler.formatter)
+                buffered.setLevel(handler.level)
+                for log_filter in handler.filters:
+                    buffered.addFilter(log_filter)
+                handlers[index] = buffered
+
+    def flush_access_lines(self) -> None:
+        for handler in self.access_log.handlers:
+            if isinstance(handler, BufferedLineHandler):
+                handler.flush()
 
     def atoms(self, resp, req, environ, request_time) -> dict:
         """gunicorn's access-log atoms without the Basic user name, and with secret query values replaced."""

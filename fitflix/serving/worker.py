@@ -204,6 +204,7 @@ class HeadFirstWorker(ThreadWorker):
         self.backlog_taken = False  # the listen backlog was accepted for the stop (set_accept_enabled)
         # Sockets closing: (deadline, socket, bytes drained), by deadline.
         self.lingering: deque[list] = deque()
+        self._flush_access_lines = getattr(self.log, "flush_access_lines", None)
 
     def reads_heads(self, client) -> bool:
         """Whether this connection's first bytes are a plain HTTP/1 head, read here."""
@@ -395,7 +396,9 @@ class HeadFirstWorker(ThreadWorker):
         self.cuts_unshared[reason] += 1
 
     def murder_pending(self) -> None:
-        """gthread's sweep (run on every turn of its loop), plus heads past their deadline."""
+        """gthread's sweep (run on every turn of its loop), plus heads past their deadline; the access lines out."""
+        if self._flush_access_lines is not None:
+            self._flush_access_lines()
         super().murder_pending()
         now = time.monotonic()
         while self.lingering and self.lingering[0][0] <= now:
@@ -479,10 +482,15 @@ class HeadFirstWorker(ThreadWorker):
         self.cuts_logged_at = now
 
     def run(self) -> None:
+        buffered = hasattr(self.log, "buffer_access_lines")  # FitFlix's logger (gunicorn.conf.py's logger_class)
+        if buffered:
+            self.log.buffer_access_lines()  # this loop writes the access lines, once a turn
         try:
             super().run()
         finally:
             self._report_cuts(time.monotonic(), force=True)
+            if buffered:
+                self.log.flush_access_lines()
 
     def handle_error(self, req, client, addr, exc) -> None:
         """gunicorn's own decision (status, log line, access log), sent as JSON with the security headers."""
