@@ -9,7 +9,6 @@ On a libc without these calls (musl, macOS) the figures are None.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from dataclasses import dataclass
 
 
@@ -36,8 +35,10 @@ def _load_libc():
         # glibc's own soname first: find_library runs ldconfig in a subprocess (~4 ms).
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
+        from ctypes.util import find_library  # only here: it imports subprocess and shutil (~2 ms)
+
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            libc = ctypes.CDLL(find_library("c"), use_errno=True)
         except OSError:
             return None
     try:

@@ -205,9 +205,12 @@ def when_ready(server) -> None:
 def pre_fork(server, worker) -> None:
     """Master, right before each fork: freeze what exists so a worker's GC never touches (and unshares) it.
 
-    Collect first: garbage frozen here would be kept, unreachable, for the life of the server.
+    Collect the young generations first: garbage frozen here would be kept, unreachable, for the
+    life of the server. Not the oldest: at the first fork that full pass walks every object the
+    imports made, 17-26 ms of CPU (0.2 s of a boot at 0.1 CPU) to free about 200 objects, a few
+    tens of KB that stay frozen and shared; after the freeze, later forks find little to walk.
     """
-    unreachable = gc.collect()
+    unreachable = gc.collect(1)
     gc.freeze()
     server.log.debug(
         "pre_fork: gc.collect() freed %s unreachable objects; %s frozen", unreachable, gc.get_freeze_count()
