@@ -9,7 +9,7 @@ from bench import peers, plots
 from bench.load import requests_until
 from bench.report import Part, Target
 from bench.scale import Scale
-from bench.servers import Footprint, Peer, mb, serving
+from bench.servers import Footprint, Peer, mb, peer_problem, serving
 from fitflix.serving.sizing import MIB
 
 log = logging.getLogger("bench")
@@ -20,6 +20,8 @@ TARGET_FLAT_PERCENT = 5.0
 
 
 def expected_workers(peer: Peer) -> int:
+    if peer.kind == "waitress":
+        return 0  # one process serving on its threads: nothing forked
     if peer.kind != "fitflix":
         return peer.workers
     if peer.env.get("WEB_CONCURRENCY"):
@@ -52,7 +54,11 @@ def run(scale: Scale) -> Part:
         "`total_inactive_file`; tree PSS/RSS summed over master and workers from `/proc/PID/smaps_rollup`; "
         "worker USS = Private_Clean + Private_Dirty, mean over workers. "
         "Note: file pages already in the page cache before a peer started stay charged to the cgroup "
-        "that read them first, so container usage undercounts shared libraries; tree PSS does not.",
+        "that read them first, so container usage undercounts shared libraries; tree PSS does not. "
+        f"granian = {peers.PLAIN_WORKERS} workers with its memory recycling on (`--workers-max-rss "
+        f"{peers.uwsgi_budget_mb()} --rss-sample-interval 1`: its main process reads each worker's RSS every second "
+        "and replaces a worker over the limit); waitress = one process on its 4 threads, no master and no workers "
+        "(its one process is in the master USS column).",
         [
             "peer",
             "workers",
@@ -73,6 +79,12 @@ def run(scale: Scale) -> Part:
         line_up.append(peers.uwsgi())
     else:
         part.notes.append(f"uwsgi: not run: {uwsgi_reason}")
+    for kind, make in (("granian", peers.granian), ("waitress", peers.waitress)):
+        reason = peer_problem(kind)
+        if reason is None:
+            line_up.append(make())
+        else:
+            part.notes.append(f"{kind}: not run: {reason}")
     line_up += [
         peers.fitflix(),
         peers.fitflix(
@@ -95,6 +107,7 @@ def run(scale: Scale) -> Part:
 
     plain_fp = results.get("plain")
     n = scale.footprint_requests
+    single_process = {peer.name for peer in line_up if peer.kind == "waitress"}
     for name, (idle, after) in results.items():
         for phase, figures in (("idle", idle), (f"after {n:,}", after)):
             base = None if plain_fp is None else (plain_fp[0] if phase == "idle" else plain_fp[1])
@@ -103,7 +116,7 @@ def run(scale: Scale) -> Part:
             uss = sum(figures.worker_uss_bytes) / len(figures.worker_uss_bytes) if figures.worker_uss_bytes else None
             part.add(
                 name,
-                figures.workers,
+                "1 process" if name in single_process else figures.workers,
                 phase,
                 mb(figures.usage_bytes),
                 mb(figures.working_set_bytes),
@@ -115,7 +128,11 @@ def run(scale: Scale) -> Part:
                 change,
             )
 
-    equal = [(f"fitflix WEB_CONCURRENCY={peers.PLAIN_WORKERS}", "plain"), ("fitflix-cluster", f"plain -w {k}")]
+    equal = [
+        (f"fitflix WEB_CONCURRENCY={peers.PLAIN_WORKERS}", "plain"),
+        ("granian", "plain"),
+        ("fitflix-cluster", f"plain -w {k}"),
+    ]
     for ours, theirs in equal:
         if ours in results and theirs in results:
             part.notes.append(
@@ -136,7 +153,9 @@ def run(scale: Scale) -> Part:
                 f"Memory the service really holds (tree PSS), idle and after {n:,} requests: {finding}",
                 plots.Bars(
                     [
-                        f"{name} ({after.workers} worker{'s' if after.workers != 1 else ''})"
+                        f"{name} (1 process)"
+                        if name in single_process
+                        else f"{name} ({after.workers} worker{'s' if after.workers != 1 else ''})"
                         for name, (_idle, after) in results.items()
                     ],
                     {

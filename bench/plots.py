@@ -29,7 +29,15 @@ GREY = "#777777"
 LIGHT_GREY = "#BBBBBB"  # two phases of one peer (idle, after load): told apart by lightness alone
 DARK_GREY = "#444444"
 PALETTE = (BLUE, VERMILLION, ORANGE, SKY_BLUE, GREEN, PURPLE, BLACK)
-PREFERRED = (("fitflix-cluster", SKY_BLUE), ("fitflix", BLUE), ("plain", VERMILLION), ("uwsgi", ORANGE))
+# Each peer keeps its colour in every figure, whichever others share it.
+PREFERRED = (
+    ("fitflix-cluster", SKY_BLUE),
+    ("fitflix", BLUE),
+    ("plain", VERMILLION),
+    ("uwsgi", ORANGE),
+    ("granian", GREEN),
+    ("waitress", PURPLE),
+)
 DASHES = ("solid", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)), (0, (3, 1, 1, 1, 1, 1)), "solid", "solid")
 
 WIDTH_IN = 7.2  # about 700 px wide: the README's column, read without zooming

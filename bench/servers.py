@@ -232,6 +232,11 @@ class Running:
     def wait_for_workers(self, count: int, timeout_s: float = 30.0) -> None:
         poll_until(lambda: len(self.worker_pids()) >= count, timeout_s, f"{count} worker(s) of {self.peer.name}")
 
+    def exit_code(self) -> int | None:
+        """The server's exit code once its main process has exited (granian leaves when a worker dies), else None."""
+        process = self.server.process
+        return process.poll() if process is not None else None
+
     def oom_kills(self) -> int:
         return self.cgroup.oom_kills() if self.cgroup else 0
 

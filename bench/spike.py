@@ -9,11 +9,19 @@ import time
 
 from bench import peers, plots
 from bench.footprint import expected_workers
-from bench.leak import SAMPLE_EVERY_S, memory_figure, outcome_counts, sampling_note
+from bench.leak import (
+    SAMPLE_EVERY_S,
+    granian_events,
+    granian_method,
+    memory_figure,
+    outcome_counts,
+    sampling_note,
+    settle_granian,
+)
 from bench.load import run_clients
 from bench.report import Part
 from bench.scale import Scale
-from bench.servers import MemorySampler, mb, serving
+from bench.servers import MemorySampler, mb, peer_problem, serving
 
 log = logging.getLogger("bench")
 
@@ -57,7 +65,8 @@ def run(scale: Scale) -> Part:
         f"fitflix-cluster), sent once {BEFORE_S:g} s into a background load of {BACKGROUND_CLIENTS} clients on /health "
         f"(one request every {BACKGROUND_PACE_S * 1000:.0f} ms each). 'answers again' = from the spike's response "
         "(or error) to the first 200 from /health on a fresh connection; 'longest gap' = the longest time without a "
-        "successful background answer from the moment the spike was sent.",
+        "successful background answer from the moment the spike was sent. "
+        f"{granian_method(peers.uwsgi_budget_mb())}",
         [
             "peer",
             "OOM kills",
@@ -72,6 +81,11 @@ def run(scale: Scale) -> Part:
     line_up, reason = peers.all_four(APP)
     if reason is not None:
         part.add("uwsgi", "-", f"not run: {reason}", *["-"] * 5)
+    granian_reason = peer_problem("granian")
+    if granian_reason is None:
+        line_up.append(peers.granian(APP))
+    else:
+        part.add("granian", "-", f"not run: {granian_reason}", *["-"] * 5)
 
     traces: list[plots.Trace] = []
     notes: dict[str, str] = {}
@@ -115,7 +129,10 @@ def run(scale: Scale) -> Part:
                     stop.set()
                     thread.join(15)
                     sampler.stop()
+                    settle_granian(running, expected_workers(peer))
                     oom_kills, peak = running.oom_kills(), running.peak_bytes()
+                    granian_note = granian_events(running.log(), running.exit_code())
+                    exit_code = running.exit_code()
         except Exception as error:
             log.exception("part 4: %s failed", peer.name)
             part.add(peer.name, "-", f"failed: {str(error).splitlines()[0]}", *["-"] * 5)
@@ -135,6 +152,8 @@ def run(scale: Scale) -> Part:
             )
         )
         notes[peer.name] = f"the {spike_mb} MB request got {outcome_counts(spike) if spike else 'nothing'}"
+        if peer.kind == "granian":
+            part.notes.append(f"{peer.name}: {oom_kills} OOM kills in the cgroup; its log: {granian_note}")
         part.add(
             f"{peer.name} ({spike_mb} MB in {peer.limit_mb} MB)",
             oom_kills,
@@ -142,7 +161,9 @@ def run(scale: Scale) -> Part:
             f"{spike_sample.latency_s * 1000:.0f}" if spike_sample else "-",
             outcome_counts(background),
             f"{longest_gap_s(background, spike_sent) * 1000:.0f}",
-            f"{answers_again * 1000:.0f}" if answers_again is not None else "never",
+            # An answer from the worker that survived, before the server itself left, is not "up again".
+            (f"{answers_again * 1000:.0f}" if answers_again is not None else "never")
+            + (f", then exited (code {exit_code})" if exit_code is not None else ""),
             mb(peak, 0),
         )
     if traces:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -10,10 +11,11 @@ from dataclasses import dataclass
 import psutil
 
 from bench import peers, plots
+from bench.leak import granian_events, granian_method, settle_granian
 from bench.load import run_clients
 from bench.report import Part
 from bench.scale import Scale
-from bench.servers import Peer, Running, mb, serving
+from bench.servers import Peer, Running, mb, peer_problem, serving
 from bench.spike import first_fresh_answer
 from tests.support.wait import Timeout, poll_until
 
@@ -53,8 +55,9 @@ def spike_sizes_mb(limit_mb: int, threads: int) -> list[int]:
     return [cap_mb * 9 // 10, cap_mb, (cap_mb + limit_mb) // 2, limit_mb, limit_mb * 3 // 2, limit_mb * 4]
 
 
-def line_up(limit_mb: int, threads: int, with_uwsgi: bool) -> list[Peer]:
-    """fitflix with THREADS, plain gunicorn -w 2 (sync at 1 thread, gthread beyond), uWSGI 2 processes."""
+def line_up(limit_mb: int, threads: int, with_uwsgi: bool, with_granian: bool = False) -> list[Peer]:
+    """fitflix with THREADS, plain gunicorn -w 2 (sync at 1 thread, gthread beyond), uWSGI 2 processes,
+    granian 2 workers with THREADS blocking threads each."""
     gthread = ("-k", "gthread", "--threads", str(threads)) if threads > 1 else ()
     line = [
         peers.fitflix(APP, {"THREADS": str(threads)}, limit_mb=limit_mb),
@@ -64,6 +67,9 @@ def line_up(limit_mb: int, threads: int, with_uwsgi: bool) -> list[Peer]:
         budget_mb = peers.uwsgi_budget_mb(limit_mb)
         uwsgi_threads = ("--threads", str(threads)) if threads > 1 else ()
         line.append(peers.uwsgi(APP, limit_mb=limit_mb, args=("--reload-on-rss", str(budget_mb), *uwsgi_threads)))
+    if with_granian:
+        recycling = peers.granian(APP, limit_mb=limit_mb).args
+        line.append(peers.granian(APP, limit_mb=limit_mb, args=(*recycling, "--blocking-threads", str(threads))))
     return line
 
 
@@ -125,14 +131,28 @@ def started_workers(peer: Peer, limit_mb: int, threads: int) -> int:
     return peer.workers
 
 
-def sweep_one_peer(peer: Peer, limit_mb: int, threads: int, sizes_mb: list[int]) -> list[SpikeResult]:
-    """A fresh server in a fresh cgroup; the spikes one after another, smallest first."""
+def sweep_one_peer(peer: Peer, limit_mb: int, threads: int, sizes_mb: list[int]) -> tuple[list[SpikeResult], str]:
+    """A fresh server in a fresh cgroup; the spikes one after another, smallest first, until its main process
+    exits (granian does when a worker dies): the spikes sent, and how the server ended ('' when it kept going)."""
     workers = started_workers(peer, limit_mb, threads)
     with serving(peer) as running:
         running.wait_for_workers(workers)
-        results = [one_spike(running, size_mb) for size_mb in sizes_mb]
-        wait_for_full_strength(running, workers)
-        return results
+        results = []
+        for size_mb in sizes_mb:
+            results.append(one_spike(running, size_mb))
+            settle_granian(running, workers)
+            if running.exit_code() is not None:
+                break
+        ending = ""
+        if running.exit_code() is not None:
+            ending = f"exited (code {running.exit_code()}) after the {results[-1].size_mb} MB spike"
+            # An answer from the surviving worker before the server left is no recovery.
+            results[-1] = dataclasses.replace(results[-1], answered_after_s=None)
+        else:
+            wait_for_full_strength(running, workers)
+        if peer.kind == "granian":
+            ending = "; ".join(filter(None, [ending, granian_events(running.log(), running.exit_code())]))
+        return results, ending
 
 
 def peaks_text(results: list[SpikeResult]) -> str:
@@ -155,24 +175,31 @@ def run(scale: Scale) -> Part:
         "limit. fitflix = gunicorn.conf.py with THREADS (limit detected from the cgroup); plain = "
         f"`gunicorn -w {peers.PLAIN_WORKERS} -c /dev/null`, sync at THREADS=1 and `-k gthread --threads N` above; "
         f"uwsgi = {peers.PLAIN_WORKERS} processes (`--threads N` above 1), `--reload-on-rss` at FitFlix's budget "
-        f"for {peers.PLAIN_WORKERS} workers in the limit. After each spike /health is polled on fresh connections "
+        f"for {peers.PLAIN_WORKERS} workers in the limit. {granian_method()} "
+        "granian runs `--blocking-threads` THREADS; once a peer's main "
+        "process has exited, its larger spikes are not sent (`-`). "
+        "After each spike /health is polled on fresh connections "
         f"until it answers 200 (at most {ANSWER_DEADLINE_S:g} s). A cell is what the spike's client saw (an HTTP "
         "status; reset = connection dropped or empty reply; timeout = no answer in "
         f"{SPIKE_TIMEOUT_S:g} s), then `oomN` if the cgroup's oom_kill count rose by N, then `down` if /health did "
-        "not answer again in time. Peaks: the cgroup's peak usage during each spike, MB (cgroup v1 counter reset "
+        "not answer again in time or the server's main process exited after the spike. Peaks: the cgroup's peak "
+        "usage during each spike, MB (cgroup v1 counter reset "
         "before each spike; on v2 the running peak).",
         ["peer", "limit MB", "THREADS", *SIZE_LABELS, "OOM kills", "answered after", "peak MB per spike"],
     )
     reason = peers.uwsgi_or_reason()
     if reason is not None:
         part.notes.append(f"uwsgi not run: {reason}")
+    granian_reason = peer_problem("granian")
+    if granian_reason is not None:
+        part.notes.append(f"granian not run: {granian_reason}")
     totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     kills_by_size: dict[str, list[int]] = {}
     deadline = time.monotonic() + scale.spike_sweep_time_limit_s
     for limit_mb in LIMITS_MB:
         for threads in scale.spike_sweep_threads:
             sizes_mb = spike_sizes_mb(limit_mb, threads)
-            for peer in line_up(limit_mb, threads, with_uwsgi=reason is None):
+            for peer in line_up(limit_mb, threads, with_uwsgi=reason is None, with_granian=granian_reason is None):
                 if time.monotonic() > deadline:
                     part.add(
                         peer.name,
@@ -184,7 +211,7 @@ def run(scale: Scale) -> Part:
                     continue
                 log.info("part 8: %s, %s MB, THREADS=%s", peer.name, limit_mb, threads)
                 try:
-                    results = sweep_one_peer(peer, limit_mb, threads, sizes_mb)
+                    results, ending = sweep_one_peer(peer, limit_mb, threads, sizes_mb)
                 except Exception as error:
                     log.exception("part 8: %s failed", peer.name)
                     part.add(peer.name, limit_mb, threads, f"failed: {str(error).splitlines()[0]}", *PADDING)
@@ -193,21 +220,30 @@ def run(scale: Scale) -> Part:
                 oom_kills = sum(result.oom_kills for result in results)
                 totals[peer.name].update(oom_kills=oom_kills, answered=answered, spikes=len(results))
                 totals[peer.name].update(non_200=sum(result.outcome != "200" for result in results))
+                totals[peer.name].update(not_sent=len(sizes_mb) - len(results))
                 tally = kills_by_size.setdefault(peer.name, [0] * len(SIZE_LABELS))
                 for index, result in enumerate(results):
                     tally[index] += result.oom_kills
+                if ending:
+                    part.notes.append(f"{peer.name}, {limit_mb} MB, THREADS={threads}: {ending}")
                 part.add(
                     peer.name,
                     limit_mb,
                     threads,
                     *(result.cell() for result in results),
+                    *["-"] * (len(sizes_mb) - len(results)),  # not sent: the server had exited
                     oom_kills,
                     f"{answered}/{len(results)}",
                     peaks_text(results),
                 )
     if kills_by_size:
         cases = len(LIMITS_MB) * len(scale.spike_sweep_threads)
-        finding = ", ".join(f"{name} {totals[name]['oom_kills']}" for name in kills_by_size)
+        finding = ", ".join(
+            f"{name} {totals[name]['oom_kills']}"
+            # Fewer kills from a server that had left is no better survival.
+            + (f" (then exited: {totals[name]['not_sent']} spikes not sent)" if totals[name]["not_sent"] else "")
+            for name in kills_by_size
+        )
         part.pictures.append(
             plots.bars(
                 "part8-spike-sweep",
@@ -224,5 +260,6 @@ def run(scale: Scale) -> Part:
         part.notes.append(
             f"{name}: {total['oom_kills']} OOM kills over the sweep; answered again after {total['answered']} of "
             f"{total['spikes']} spikes; {total['non_200']} spikes did not get a 200"
+            + (f"; {total['not_sent']} not sent (the server had exited)" if total["not_sent"] else "")
         )
     return part
