@@ -1,10 +1,15 @@
 """Run every benchmark: `.venv/bin/python -m bench` (about 30 min on 2 cores), `--quick` (about 4).
 
+Refresh some parts of BENCHMARKS.md: `.venv/bin/python -m bench --update --parts 1,3`.
+
 Prints one table per part as it goes and, for a full run of every part,
 writes BENCHMARKS.md (the command, the date, the core count, each target met
 or missed) and each part's figures, as SVG and CSV, in figures/ beside it.
 `--quick` and `--parts` write their markdown and figures only where `--output`
 says, so a smoke run never replaces the reference numbers or pictures.
+`--update` runs `--parts` at full scale and replaces just those parts'
+sections (and their figures) in the existing file, every other part's
+section kept as it is (bench/report.py `merge_update`).
 
 Peers run on 127.0.0.1 only, each in a memory cgroup of its own; every
 process we start is ended by its pid and every cgroup we create is removed,
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from bench import (
     concurrency,
+    cpu,
     footprint,
     health_cost,
     leak,
@@ -37,11 +43,12 @@ from bench import (
     recycle,
     rolling,
     slow_clients,
+    small_instance,
     spike,
     spike_sweep,
 )
 from bench.load import wrk_path
-from bench.report import Part, markdown, text_table
+from bench.report import Part, markdown, merge_update, parts_label, split_parts, text_table, written_by_hand
 from bench.scale import FULL, QUICK
 from bench.servers import install_signal_handlers, stop_everything, uwsgi_problem
 from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
@@ -61,6 +68,8 @@ PARTS = {
     11: rolling,
     12: portable,
     13: profiles,
+    14: cpu,
+    15: small_instance,
 }
 log = logging.getLogger("bench")
 
@@ -71,8 +80,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--parts", default=",".join(map(str, PARTS)), help="comma-separated part numbers (default: all)"
     )
-    parser.add_argument("--output", type=Path, help="write the markdown here (default: BENCHMARKS.md on a full run)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="run --parts at full scale and replace only their sections (and figures) in the existing markdown "
+        "(--output, default BENCHMARKS.md), keeping every other part's",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="write the markdown here (default: BENCHMARKS.md on a full run); with --update, the file to update",
+    )
+    args = parser.parse_args(argv)
+    # Checked before the run: an unknown part used to end a long run at its turn, with nothing written.
+    unknown = [text.strip() for text in args.parts.split(",") if text.strip() and text.strip() not in map(str, PARTS)]
+    if unknown:
+        parser.error(f"--parts: no part {', '.join(unknown)} here (the parts: {', '.join(map(str, PARTS))})")
+    if args.update and args.quick:
+        parser.error("--update writes reference numbers: it runs at full scale, not with --quick")
+    if args.update and not (args.output or PROJECT / "BENCHMARKS.md").is_file():
+        parser.error(f"--update: {args.output or PROJECT / 'BENCHMARKS.md'} does not exist (a full run writes it)")
+    return args
 
 
 def check_cgroups() -> str | None:
@@ -99,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wrk = wrk_path()
     all_parts = sorted(numbers) == sorted(PARTS)
-    output = args.output or (PROJECT / "BENCHMARKS.md" if not args.quick and all_parts else None)
+    output = args.output or (PROJECT / "BENCHMARKS.md" if args.update or (not args.quick and all_parts) else None)
     # The figures go beside the markdown (figures/, linked from it); a run that writes none keeps them apart.
     figures = plots.use_directory(
         output.parent / "figures" if output else Path(tempfile.mkdtemp(prefix="fitflix-bench-figures-"))
@@ -132,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
 
     command = ".venv/bin/python -m bench" + ("".join(f" {shlex.quote(arg)}" for arg in (argv or sys.argv[1:])))
     affinity = len(os.sched_getaffinity(0))
+    # --update keeps a failed part's earlier section instead of writing the failure over it.
+    written = [part for part in parts if not (args.update and part.title.endswith("(FAILED)"))]
+    written_by = f"{parts_label([part.number for part in written])} written" if args.update else "Written"
     header = [
-        f"Written by `{command}` on {started_at:%Y-%m-%d %H:%M} UTC ({scale.name} run, {total_s / 60:.1f} min).",
+        f"{written_by} by `{command}` on {started_at:%Y-%m-%d %H:%M} UTC ({scale.name} run, {total_s / 60:.1f} min).",
         "",
         f"- Machine: {os.cpu_count()} cores ({affinity} usable by this process), {platform.machine()}, "
         f"Linux {platform.release()}, Python {platform.python_version()}.",
@@ -146,7 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         f"`{figures.name}/`. Memory over time (parts 3 and 4) is the cgroup usage the OOM killer acts on "
         "(`memory.usage_in_bytes`, v2 `memory.current`), sampled every 20 ms.",
     ]
-    if output is not None:
+    if output is not None and args.update:
+        existing = output.read_text()
+        earlier = split_parts(existing)[1]
+        for part in parts:
+            if part not in written:
+                log.warning("part %s failed: its section in %s stays as it was", part.number, output)
+            elif written_by_hand(earlier.get(part.number, "")):
+                log.warning("part %s: the text added by hand below its old table is gone with it", part.number)
+        if written:
+            output.write_text(merge_update(existing, markdown(written, header, figures.name)))
+            print(f"updated {parts_label([part.number for part in written])} in {output} (figures in {figures})")
+    elif output is not None:
         output.write_text(markdown(parts, header, figures.name))
         print(f"wrote {output} (figures in {figures})")
     missed = [(part.number, target.text) for part in parts for target in part.targets if target.met is False]

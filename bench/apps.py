@@ -3,7 +3,8 @@
 `bench.apps:app` is `wsgi:app` (same blueprints, same error handlers) with:
 GET /bench/wait?ms=N   waits N ms (an I/O-bound request), answers the pid;
 GET /bench/pid         answers the pid of the worker that served it;
-GET /bench/leak?mb=N   keeps N MiB (touched, so resident) for the life of the worker.
+GET /bench/leak?mb=N   keeps N MiB (touched, so resident) for the life of the worker;
+GET /api/workouts      the examples' workouts blueprint: a plain JSON API route (part 14).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 from flask import jsonify, request
 
+from examples.workouts import workouts
 from wsgi import app
 
 MIB = 1024 * 1024
@@ -42,3 +44,5 @@ def leak():
 app.add_url_rule("/bench/wait", view_func=wait)
 app.add_url_rule("/bench/pid", view_func=worker_pid)
 app.add_url_rule("/bench/leak", view_func=leak)
+# An app's own JSON route, as a FitFlix user adds it (examples/wsgi_with_api.py): what part 14 costs besides /health.
+app.register_blueprint(workouts)
