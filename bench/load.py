@@ -59,8 +59,14 @@ def run_clients(
     timeout_s: float = 30.0,
     read_pid: bool = False,
     stop: threading.Event | None = None,
+    retry_pause_s: float = 0.0,
 ) -> list[Sample]:
-    """`clients` threads share `total` requests; each stops at the count, the time limit or `stop`."""
+    """`clients` threads share `total` requests; each stops at the count, the time limit or `stop`.
+
+    `retry_pause_s`: after a request that got no HTTP answer, that client waits this long, as a real
+    client would; a server whose listener is gone (granian replacing its worker) then costs a failure
+    each pause, not thousands a second that would spend the count bound in a moment.
+    """
     path_for = path if callable(path) else (lambda _index: path)
     counter = itertools.count()
     counter_lock = threading.Lock()
@@ -95,6 +101,8 @@ def run_clients(
                 connection = None
             pid = _pid_of(body) if read_pid and status == 200 else None
             samples.append(Sample(started, time.monotonic(), status, error, reused, pid))
+            if status is None and retry_pause_s:
+                (stop or threading.Event()).wait(retry_pause_s)  # a client's pause, not a wait for a state
             if pace_s:
                 time.sleep(pace_s)  # light load: a pause between one client's requests
         if connection is not None:

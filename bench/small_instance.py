@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import itertools
-import json
 import logging
 import re
 import statistics
@@ -29,7 +27,7 @@ from dataclasses import dataclass
 
 from bench import peers, plots, servers
 from bench.leak import outcome_counts
-from bench.load import Sample, percentile
+from bench.load import Sample, percentile, run_clients
 from bench.recycle import AFTER_WINDOW_S, recycle_events
 from bench.report import Part, Target
 from bench.scale import Scale
@@ -441,61 +439,18 @@ class LeakRun:
 
 
 def leak_clients(port: int, total: int, clients: int, time_limit_s: float, stop: threading.Event) -> list[Sample]:
-    """bench/load.py's `run_clients` on LEAK_PATH (keep-alive, one Sample per request, the answering pid), with
-    one change: after a request that got no HTTP answer, that client waits RETRY_PAUSE_S, as a real client would.
-
-    A server whose listener is gone (granian while it replaces its worker) then costs each client a failure
-    every RETRY_PAUSE_S, not thousands a second that would spend the count bound in a moment.
-    """
-    counter = itertools.count()
-    counter_lock = threading.Lock()
-    deadline = time.monotonic() + time_limit_s
-    results: list[list[Sample]] = [[] for _ in range(clients)]
-
-    def client(slot: int) -> None:
-        connection: http.client.HTTPConnection | None = None
-        used = False
-        while True:
-            with counter_lock:
-                index = next(counter)
-            if index >= total or time.monotonic() > deadline or stop.is_set():
-                break
-            if connection is None:
-                connection, used = http.client.HTTPConnection("127.0.0.1", port, timeout=LEAK_TIMEOUT_S), False
-            reused = used and connection.sock is not None
-            started = time.monotonic()
-            try:
-                connection.request("GET", LEAK_PATH)
-                response = connection.getresponse()
-                body = response.read()
-                status, error, used = response.status, None, True
-                if response.will_close:
-                    connection.close()
-                    used = False
-            except (OSError, http.client.HTTPException) as exc:
-                status, error, body = None, type(exc).__name__, b""
-                connection.close()
-                connection = None
-            pid = answering_pid(body) if status == 200 else None
-            results[slot].append(Sample(started, time.monotonic(), status, error, reused, pid))
-            if status is None:
-                stop.wait(RETRY_PAUSE_S)  # a client's pause before it tries again, not a wait for a state
-        if connection is not None:
-            connection.close()
-
-    threads = [threading.Thread(target=client, args=(slot,), daemon=True) for slot in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(time_limit_s + LEAK_TIMEOUT_S + 5)
-    return sorted((sample for samples in results for sample in samples), key=lambda sample: sample.end_s)
-
-
-def answering_pid(body: bytes) -> int | None:
-    try:
-        return int(json.loads(body)["pid"])
-    except (ValueError, KeyError, TypeError):
-        return None
+    """bench/load.py's `run_clients` on LEAK_PATH, each client pausing RETRY_PAUSE_S after a failed request."""
+    return run_clients(
+        port,
+        LEAK_PATH,
+        total,
+        clients,
+        time_limit_s,
+        timeout_s=LEAK_TIMEOUT_S,
+        read_pid=True,
+        stop=stop,
+        retry_pause_s=RETRY_PAUSE_S,
+    )
 
 
 def under_leak(running: Running, leak_s: float) -> LeakRun:
