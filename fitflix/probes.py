@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from flask import Flask
+from flask import Flask, Response
 from flask import signals as flask_signals
+from flask.json.provider import DefaultJSONProvider
 
 from fitflix.health import LIVE_DOCUMENT, VARY, status_document
 
@@ -71,12 +72,15 @@ class ProbeShortcut:
         return headers, body
 
     def plain_app(self) -> bool:
-        """No hook that Flask would run for a probe but init_app's own: the app's and the health blueprint's.
+        """Flask's own response and JSON classes, and no hook that Flask would run for a probe but
+        init_app's own: the app's and the health blueprint's.
 
         Looked at on each probe (a few dict lookups): hooks can still be added
         while every request so far has been a probe, which Flask never saw.
         """
         app = self.app
+        if app.response_class is not Response or type(app.json).response is not DefaultJSONProvider.response:
+            return False  # an answer made another way than jsonify's: only Flask can make it
         for funcs in (app.before_request_funcs, app.teardown_request_funcs, app.url_value_preprocessors):
             if funcs.get(None) or funcs.get("health"):
                 return False

@@ -123,3 +123,26 @@ def test_a_request_signal_receiver_sees_every_probe():
 def test_a_token_keeps_the_figures_out_of_a_plain_probe():
     _status, _headers, body = call(app_for(TOKEN).wsgi_app, environ_for("/health"))
     assert json.loads(body) == {"status": "OK"}
+
+
+def test_an_app_with_its_own_response_or_json_class_gets_probes_through_flask():
+    from flask import Response
+    from flask.json.provider import DefaultJSONProvider
+
+    class Tagged(Response):
+        default_mimetype = "application/json"
+
+    class Pretty(DefaultJSONProvider):
+        def response(self, *args, **kwargs):
+            response = super().response(*args, **kwargs)
+            response.headers["X-Pretty"] = "1"
+            return response
+
+    own_response = app_for()
+    own_response.response_class = Tagged
+    own_json = app_for()
+    own_json.json = Pretty(own_json)
+    for app in (own_response, own_json):
+        assert app.wsgi_app.answer(environ_for("/health")) is None
+    _status, headers, _body = call(own_json.wsgi_app, environ_for("/health"))
+    assert dict(headers)["X-Pretty"] == "1"
