@@ -206,3 +206,20 @@ def test_only_the_worker_buffers_and_only_a_stream_to_stdout(logger):
         assert [handler.formatter for handler in after] == [handler.formatter for handler in before]
     finally:
         logger.access_log.handlers[:] = before
+
+
+def test_the_loop_writes_at_most_once_an_interval_and_at_once_after_a_quiet_spell():
+    from fitflix.serving.logs import BufferedLineHandler
+
+    stream = Stream()
+    handler = BufferedLineHandler(stream, interval_s=0.05)
+    handler.handle(record("first"))
+    handler.flush_due(now=1_000.0)  # nothing written for a long time: this line goes at once
+    assert stream.writes == ["first\n"]
+    written_at = handler.written_at
+    handler.handle(record("second"))
+    handler.flush_due(now=written_at + 0.01)  # under load: kept with the next ones
+    assert len(stream.writes) == 1
+    handler.handle(record("third"))
+    handler.flush_due(now=written_at + 0.06)
+    assert stream.writes[-1] == "second\nthird\n"

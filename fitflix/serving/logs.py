@@ -126,18 +126,22 @@ class BufferedLineHandler(logging.StreamHandler):
 
     The access log of a threaded worker: a write per line is a system call made
     by a request thread, which gives up the GIL to make it, and costs about as
-    much as formatting the line (measured: half of the access log's cost per
-    request). The worker's event loop flushes on every turn, so a line waits
-    at most one turn; `max_bytes` bounds what waits; logging.shutdown() (a
-    recycled worker's way out) flushes too. Only a kill loses the lines of
-    that one turn.
+    much as formatting the line. The worker's event loop writes what is
+    pending on a turn at least `interval_s` after the last write: under light
+    load that is at once (the loop turns after every answer), under load the
+    lines of up to `interval_s` go out in one write, and the last ones of a
+    burst on the loop's next turn (within its 1 s wait). `max_bytes` bounds
+    what waits; logging.shutdown() (a recycled worker's way out) and the end
+    of the worker's loop write the rest. Only a kill loses what is pending.
     """
 
-    def __init__(self, stream, max_bytes: int = 64 * 1024) -> None:
+    def __init__(self, stream, max_bytes: int = 64 * 1024, interval_s: float = 0.05) -> None:
         super().__init__(stream)
         self.max_bytes = max_bytes
+        self.interval_s = interval_s
         self.pending: list[str] = []
         self.pending_bytes = 0
+        self.written_at = 0.0  # time.monotonic() of the last write
 
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
         try:
@@ -157,9 +161,15 @@ class BufferedLineHandler(logging.StreamHandler):
         finally:
             self.release()
 
+    def flush_due(self, now: float) -> None:
+        """The event loop's turn: write what is pending if the last write was `interval_s` ago or more."""
+        if self.pending and now - self.written_at >= self.interval_s:
+            self.flush()
+
     def _write(self) -> None:
         if not self.pending:
             return
+        self.written_at = time.monotonic()
         text = "".join(self.pending)
         self.pending.clear()
         self.pending_bytes = 0
@@ -192,16 +202,21 @@ class FitflixLogger(Logger):
         for index, handler in enumerate(handlers):
             if type(handler) is logging.StreamHandler:  # "-": stdout; a file keeps its own (reopened on USR1)
                 buffered = BufferedLineHandler(handler.stream)
+                buffered._gunicorn = getattr(handler, "_gunicorn", False)  # gunicorn finds its own handler by it
                 buffered.setFormatter(handler.formatter)
                 buffered.setLevel(handler.level)
                 for log_filter in handler.filters:
                     buffered.addFilter(log_filter)
                 handlers[index] = buffered
 
-    def flush_access_lines(self) -> None:
+    def flush_access_lines(self, now: float | None = None) -> None:
+        """Write the access lines kept: all of them, or with `now` (the loop's turn) those whose time has come."""
         for handler in self.access_log.handlers:
             if isinstance(handler, BufferedLineHandler):
-                handler.flush()
+                if now is None:
+                    handler.flush()
+                else:
+                    handler.flush_due(now)
 
     def atoms(self, resp, req, environ, request_time) -> dict:
         """gunicorn's access-log atoms without the Basic user name, and with secret query values replaced."""

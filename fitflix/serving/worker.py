@@ -398,7 +398,7 @@ class HeadFirstWorker(ThreadWorker):
     def murder_pending(self) -> None:
         """gthread's sweep (run on every turn of its loop), plus heads past their deadline; the access lines out."""
         if self._flush_access_lines is not None:
-            self._flush_access_lines()
+            self._flush_access_lines(time.monotonic())
         super().murder_pending()
         now = time.monotonic()
         while self.lingering and self.lingering[0][0] <= now:
