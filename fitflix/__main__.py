@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from fitflix.memory.portable import own_rss_bytes
+from fitflix.memory.portable import own_private_bytes, own_rss_bytes
 from fitflix.memory.service import measure_container
-from fitflix.serving.sizing import MIB, PlanError, budget_problem, make_plan
+from fitflix.serving.sizing import MIB, PlanError, budget_problem, make_plan, with_app_baseline
 from fitflix.settings import SettingsError, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,24 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
         ("workers", str(plan.workers), "; ".join(plan.notes)),
         ("workers the memory holds", str(plan.workers_memory_holds), "critical level less the master, per worker"),
         ("worker class", f"{plan.worker_class} x {plan.threads} threads", "THREADS"),
-        ("worker budget", f"{plan.worker_budget_mb} MB", "WORKER_MAX_MEMORY_MB or (warn level - master) / workers"),
+        ("worker budget", f"{plan.worker_budget_mb} MB", f"the lower of the two below: {plan.budget_rule} applies"),
+        (
+            "absolute budget",
+            f"{plan.absolute_budget_mb} MB",
+            "WORKER_MAX_MEMORY_MB or (warn level - master) / workers",
+        ),
+        (
+            "relative budget",
+            "off"
+            if not plan.memory_multiple
+            else f"{plan.relative_budget_mb} MB"
+            if plan.relative_budget_mb is not None
+            else f"{plan.memory_multiple} x the app's size",
+            f"{plan.memory_multiple} x the app's size at start ({plan.app_baseline_mb:.0f} MB here): "
+            f"{plan.memory_multiple_source}"
+            if plan.memory_multiple and plan.app_baseline_mb
+            else plan.memory_multiple_source,
+        ),
         ("worker hard cap", f"{plan.worker_hard_cap_mb} MB", "budget + (critical - warn level) / workers"),
         ("master reserve", f"{plan.master_reserve_mb} MB", "measured master + shared pages"),
         (
@@ -85,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import wsgi  # noqa: F401  (the app, as the master preloads it, for a real baseline)
 
+    private = own_private_bytes()
+    plan = with_app_baseline(plan, private / MIB if private else None)
     baseline = own_rss_bytes()
     baseline_mb = baseline / MIB if baseline else 0.0
     problem = budget_problem(plan, baseline_mb, settings.worker_max_memory_mb is not None)

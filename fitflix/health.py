@@ -218,6 +218,7 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
     limit_mb = report.limit_bytes // MIB
     cgroup, cgroup_memory = report.cgroup, report.cgroup_memory
     shared = RUNTIME.shared
+    leaving = shared.surge_old() if shared is not None else 0
     document = {
         "status": status,
         "memory": {
@@ -236,8 +237,13 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             "enabled": plan.workers > 1,
             "isWorker": RUNTIME.role == "worker",
             "workerId": os.getpid(),
-            "workers": sum(1 for process in report.processes if process.role == "worker") or plan.workers,
+            # A worker being replaced (its replacement serves, it finishes what it has) is not counted.
+            "workers": sum(
+                1 for process in report.processes if process.role == "worker" and process.memory.pid != leaving
+            )
+            or plan.workers,
             "plannedWorkers": plan.workers,
+            "replacingWorker": leaving or None,
             "threads": plan.threads,
         },
         "container": {
@@ -276,6 +282,12 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             "criticalBytes": report.limit_bytes * plan.critical_percent // 100,
             "workerBudgetMb": plan.worker_budget_mb,
             "workerHardCapMb": plan.worker_hard_cap_mb,
+            # The budget in force is the lower of these two (budgetRule says which).
+            "absoluteBudgetMb": plan.absolute_budget_mb,
+            "relativeBudgetMb": plan.relative_budget_mb,
+            "memoryMultiple": plan.memory_multiple or None,
+            "appBaselineMb": None if plan.app_baseline_mb is None else round(plan.app_baseline_mb, 1),
+            "budgetRule": plan.budget_rule,
         },
         "profile": {
             "name": plan.memory_profile,

@@ -80,6 +80,11 @@ class Settings:
     heap_trim_mb: int = 0  # malloc_trim(0) after a request that grew the worker this many MB; 0 never
     malloc_arena_max: int = 0  # glibc's M_ARENA_MAX; 0 leaves glibc's own (8 x cores)
     warm_up: bool = True  # the master sends the service's read-only endpoints a few requests before forking
+    # A worker recycled for memory or max_requests leaves once its replacement serves (fitflix.serving.surge).
+    recycle_replace_first: bool = True
+    # Recycle a worker whose private memory passes this many times the app's size at start; None: the
+    # default where no memory limit exists, off under a real one (fitflix.serving.sizing.relative_budget).
+    worker_memory_multiple: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -152,6 +157,10 @@ class Settings:
                 "HEAP_TRIM_MB", defaults.heap_trim_mb, 0, 65536, "a whole number of megabytes from 0 (never) to 65536"
             ),
             warm_up=reader.boolean("WARM_UP", defaults.warm_up),
+            recycle_replace_first=reader.boolean("RECYCLE_REPLACE_FIRST", defaults.recycle_replace_first),
+            worker_memory_multiple=reader.whole_or_zero(
+                "WORKER_MEMORY_MULTIPLE", None, 2, 100, "0 (off) or a whole number from 2 to 100"
+            ),
             malloc_arena_max=reader.whole(
                 "MALLOC_ARENA_MAX", defaults.malloc_arena_max, 0, 1024, "a whole number from 0 (glibc's own) to 1024"
             ),
@@ -203,6 +212,19 @@ class _Reader:
                 raise ValueError
             number = int(text)
             if not low <= number <= high:
+                raise ValueError
+            return number
+
+        return self._parse(name, default, accepted, convert)
+
+    def whole_or_zero(self, name: str, default: int | None, low: int, high: int, accepted: str) -> int | None:
+        """0 (off), or a whole number from `low` to `high`."""
+
+        def convert(text: str) -> int:
+            if not text.lstrip("+").isdigit() or not text.isascii():
+                raise ValueError
+            number = int(text)
+            if number != 0 and not low <= number <= high:
                 raise ValueError
             return number
 

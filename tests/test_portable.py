@@ -342,7 +342,10 @@ def test_a_worker_on_its_peak_recycles_for_memory_with_no_backstop_and_publishes
     peak = [30 * MIB]
     state = SharedState()
     slot = state.claim_worker_slot(os.getpid())
-    plan = make_plan(Settings(max_memory_mb=256), measure_container(no_proc, fallbacks(None)))
+    # Leaving at once (no replacement first): this test is about the figures, not the surge.
+    plan = make_plan(
+        Settings(max_memory_mb=256, recycle_replace_first=False), measure_container(no_proc, fallbacks(None))
+    )
     recycler = WorkerRecycler(
         FakeWorker(), plan, state, root=no_proc, slot=slot, fallbacks=Fallbacks(None, lambda: None, lambda: peak[0])
     )

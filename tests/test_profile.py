@@ -35,6 +35,13 @@ BOTH = {
     "heap_trim_mb": (0, 0),
     "malloc_arena_max": (0, 0),
     "budget_from_env": (False, False),
+    "replace_first": (True, True),
+    "memory_multiple": (0, 0),  # a real limit: no relative budget unless WORKER_MEMORY_MULTIPLE is set
+    "memory_multiple_source": ("off: the limit is real (cgroup v1); set WORKER_MEMORY_MULTIPLE to add it",) * 2,
+    "app_baseline_mb": (None, None),  # measured by the master once the app is loaded
+    "absolute_budget_mb": (361, 284),
+    "relative_budget_mb": (None, None),
+    "budget_rule": ("absolute", "absolute"),
 }
 
 

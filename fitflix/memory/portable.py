@@ -176,6 +176,17 @@ def own_rss_bytes() -> int | None:
     return memory.rss_bytes if memory.rss_bytes is not None else memory.peak_rss_bytes
 
 
+def own_private_bytes() -> int | None:
+    """This process's USS, or its RSS where there is no USS (the peak where nothing else can be read)."""
+    memory = read_process_memory("self")
+    if memory is None:
+        return None
+    for value in (memory.uss_bytes, memory.rss_bytes, memory.peak_rss_bytes):
+        if value is not None:
+            return value
+    return None
+
+
 def _psutil_memory(psutil, pid: int, reasons: list[tuple[str, str]]) -> ProcessMemory | None:
     """psutil's figures for `pid`; None (and a reason) where psutil cannot read them here."""
     try:

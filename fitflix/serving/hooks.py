@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fitflix.memory.heap import set_arena_max
-from fitflix.memory.portable import PEAK_NOTE, own_rss_bytes, self_memory_reader
+from fitflix.memory.portable import PEAK_NOTE, own_private_bytes, own_rss_bytes, self_memory_reader
 from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving import backstop
 from fitflix.serving.drain import Drain
@@ -26,12 +26,15 @@ from fitflix.serving.sizing import (
     Plan,
     PlanError,
     budget_problem,
+    budget_summary,
     make_plan,
     plan_changes,
     profile_summary,
     resize_plan,
+    with_app_baseline,
 )
 from fitflix.serving.state import RUNTIME, SharedState
+from fitflix.serving.surge import Surge, wake_master
 from fitflix.serving.warmup import warm_up
 from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor, WorkerRecycler, clean_up
 from fitflix.settings import Settings, SettingsError, load_settings, reload_settings, setting_changes
@@ -87,7 +90,7 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
         log.error("SIGHUP: keeping the running settings and plan. %s", str(error).replace("FitFlix cannot start: ", ""))
         return ServerConfig(running_settings, running_plan, _worker_tmp_dir())
     try:
-        plan = make_plan(settings, measure_container())
+        plan = with_app_baseline(make_plan(settings, measure_container()), running_plan.app_baseline_mb)
     except PlanError as error:
         log.error("SIGHUP: keeping the running settings and plan: %s", error)
         return ServerConfig(running_settings, running_plan, _worker_tmp_dir())
@@ -119,6 +122,12 @@ def reload_server_config(dotenv_path: Path, log: logging.Logger) -> ServerConfig
     return ServerConfig(settings, plan, _worker_tmp_dir())
 
 
+def app_baseline_mb() -> float | None:
+    """Master, app preloaded, before the first fork: its private memory is the app's own size."""
+    private = own_private_bytes()
+    return private / MIB if private else None
+
+
 def budget_problem_now(plan: Plan) -> str | None:
     """Master: why `plan` cannot run, measured against what this master holds after loading the app."""
     master_bytes = own_rss_bytes()
@@ -126,6 +135,7 @@ def budget_problem_now(plan: Plan) -> str | None:
 
 
 _monitor: MemoryMonitor | None = None
+_surge: Surge | None = None
 _recycler: WorkerRecycler | None = None
 _request_slot: int | None = None
 
@@ -133,7 +143,7 @@ _request_slot: int | None = None
 def on_starting(server) -> None:
     """Master, after the app is preloaded and before any port is bound: refuse a plan that cannot run."""
     RUNTIME.role, RUNTIME.master_pid, RUNTIME.started_monotonic = "master", os.getpid(), time.monotonic()
-    plan = RUNTIME.plan
+    plan = RUNTIME.plan = with_app_baseline(RUNTIME.plan, app_baseline_mb())
     problem = budget_problem_now(plan)
     if problem:
         server.log.error("FitFlix cannot start: %s", problem)
@@ -181,6 +191,7 @@ def when_ready(server) -> None:
     clustering = f"Enabled ({plan.workers} workers)" if plan.workers > 1 else "Disabled (Memory Optimized)"
     server.log.info("Clustering: %s", clustering)
     server.log.info("Memory profile: %s", profile_summary(plan))
+    server.log.info("Worker budget: %s", budget_summary(plan))
     if settings.health_token is None:
         server.log.warning(
             "HEALTH_TOKEN is not set: /health/memory, /metrics and the memory page show figures and pids "
@@ -188,6 +199,10 @@ def when_ready(server) -> None:
         )
     # SIGTERM drains first (the arbiter looks its handlers up by name on each signal).
     server.handle_term = Drain(server, lambda: RUNTIME.plan.drain_s, RUNTIME.shared).handle_term
+    global _surge
+    if RUNTIME.shared is not None:  # always: a SIGHUP may turn RECYCLE_REPLACE_FIRST on for new workers
+        _surge = Surge(server, RUNTIME.shared, _room_for_one_more, lambda: RUNTIME.plan.workers)
+        _surge.install()
     if not settings.memory_recycling:
         return
     # The workers are the arbiter's own (server.WORKERS), never every child in /proc:
@@ -200,6 +215,12 @@ def when_ready(server) -> None:
     )
     _monitor = MemoryMonitor(server, plan, probe, shared, settings.memory_log_interval_s, own_reader=reader)
     _monitor.start()
+
+
+def _room_for_one_more() -> tuple[bool, str]:
+    if _monitor is None:
+        return False, "no memory monitor runs (MEMORY_RECYCLING=false at the start)"
+    return _monitor.room_for_one_more()
 
 
 def pre_fork(server, worker) -> None:
@@ -222,6 +243,11 @@ def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
     plan = RUNTIME.plan
     if old_value is None or new_value in (0, old_value) or not isinstance(plan, Plan) or RUNTIME.shared is None:
         return  # the arbiter's own setup (again on SIGHUP), or WINCH stopping every worker: nothing to re-plan
+    if _surge is not None:
+        planned = _surge.planned_after_change(new_value)
+        if planned is None or planned == plan.workers:
+            return  # a replacement's own extra worker, or an operator's change it absorbed: the plan stands
+        new_value, old_value = planned, plan.workers
     resized = resize_plan(plan, new_value)
     RUNTIME.plan = resized
     RUNTIME.shared.set_planned_workers(new_value)
@@ -253,6 +279,8 @@ def post_worker_init(worker) -> None:
             gc.set_threshold(RUNTIME.plan.gc_threshold, *gc.get_threshold()[1:])
         if RUNTIME.shared is not None:
             _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
+            if RUNTIME.shared.surge_old():  # this may be the replacement the master waits for: it serves now
+                wake_master(worker.ppid)
         if load_settings().memory_recycling:
             # gthread's pool, sized by gunicorn's own setting (a --threads flag overrides the plan);
             # a sync worker serves on its main thread and has no pool.
@@ -294,6 +322,8 @@ def child_exit(server, worker) -> None:
     """Master, after reaping a worker: free its slots in the shared state."""
     if RUNTIME.shared is not None:
         RUNTIME.shared.release(worker.pid)
+    if _surge is not None:
+        _surge.on_child_exit(worker.pid)
 
 
 def on_exit(server) -> None:

@@ -36,6 +36,17 @@ WORKER_CLASS = "fitflix.serving.worker.HeadFirstWorker"
 # a fresh worker that inherits a big heap must not flap.
 MIN_WORKER_LIFETIME_S = 2.0
 
+# What one more worker costs while it replaces another, when no worker has been measured yet: a fresh
+# worker under preload_app holds 5-8 MB of private memory (BENCHMARKS.md, part 1); twice that.
+FRESH_WORKER_ALLOWANCE_MB = 16
+
+# The relative budget's multiple where no memory limit exists (the limit is the host's): a worker is
+# recycled once its private memory passes this many times the app's own size at start (the master's
+# USS after preloading, before the first fork: 31 MB for this service). A busy worker of this service
+# holds 9 MB (0.3 x; BENCHMARKS.md, part 13), so 3 x leaves it ten times that before it counts as a
+# leak. GitLab's Puma watchdog recycles at 3 x the primary's unique memory (UniqueMemoryGrowth).
+DEFAULT_MEMORY_MULTIPLE = 3
+
 # Each worker draws its own recycle threshold in [budget x this, budget], so
 # workers that leak alike do not recycle at the same moment.
 THRESHOLD_JITTER_FRACTION = 0.10
@@ -84,8 +95,21 @@ class Plan:
     heap_trim_mb: int = 0  # malloc_trim after a request that grew a worker this much; 0: never
     malloc_arena_max: int = 0  # glibc's M_ARENA_MAX, set in the master before any thread; 0: glibc's own
     budget_from_env: bool = False  # WORKER_MAX_MEMORY_MB fixed the budget; it stays when workers change
+    replace_first: bool = True  # a recycled worker leaves once its replacement serves, where one more fits
+    # The relative budget: memory_multiple x the app's size at start (0: off). Until the master has
+    # measured the app (app_baseline_mb None) only the absolute budget is known.
+    memory_multiple: int = 0
+    memory_multiple_source: str = "off"
+    app_baseline_mb: float | None = None
+    absolute_budget_mb: int | None = None  # from the limit or WORKER_MAX_MEMORY_MB; None: worker_budget_mb
+    relative_budget_mb: int | None = None
+    budget_rule: str = "absolute"  # which of the two worker_budget_mb is: the lower wins
     notes: tuple[str, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.absolute_budget_mb is None:
+            object.__setattr__(self, "absolute_budget_mb", self.worker_budget_mb)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -156,6 +180,9 @@ def make_plan(settings: Settings, container: Container) -> Plan:
             "leaving the master's guard as the only protection"
         )
 
+    multiple, multiple_source = memory_multiple(
+        settings.worker_memory_multiple, limit_source, settings.worker_max_memory_mb is not None
+    )
     return Plan(
         limit_mb=limit_mb,
         limit_source=limit_source,
@@ -182,6 +209,10 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         heap_trim_mb=settings.heap_trim_mb,
         malloc_arena_max=settings.malloc_arena_max,
         budget_from_env=settings.worker_max_memory_mb is not None,
+        replace_first=settings.recycle_replace_first,
+        memory_multiple=multiple,
+        memory_multiple_source=multiple_source,
+        absolute_budget_mb=budget_mb,
         notes=tuple(notes),
         warnings=tuple(warnings),
     )
@@ -203,6 +234,41 @@ def worker_budgets(
     return budget_mb, budget_mb + math.floor((critical_mb - warn_mb) / workers)
 
 
+def memory_multiple(setting: int | None, limit_source: str, budget_from_env: bool) -> tuple[int, str]:
+    """The relative budget's multiple in force, and why.
+
+    Set, it applies everywhere (0: off). Unset, it applies only where no
+    memory limit and no budget was given: there the absolute budget is a
+    share of the host's whole memory (19 GB a worker on a 24 GB machine) and
+    a leak would grow until the machine swaps. Under a real limit the
+    absolute budget is derived from what the kernel enforces, and recycling
+    a worker with a big but steady cache at 3 x would cost recycles and buy
+    no safety; WORKER_MAX_MEMORY_MB is the operator's own budget.
+    """
+    if setting is not None:
+        return setting, "WORKER_MEMORY_MULTIPLE" if setting else "off (WORKER_MEMORY_MULTIPLE=0)"
+    if budget_from_env:
+        return 0, "off: WORKER_MAX_MEMORY_MB sets the budget; set WORKER_MEMORY_MULTIPLE to add it"
+    if limit_source == "host":
+        return DEFAULT_MEMORY_MULTIPLE, "the default where no memory limit exists"
+    return 0, f"off: the limit is real ({limit_source}); set WORKER_MEMORY_MULTIPLE to add it"
+
+
+def with_app_baseline(plan: Plan, app_baseline_mb: float | None) -> Plan:
+    """The plan once the app's size at start is measured: the relative budget, and the lower budget in force."""
+    relative_mb = (
+        math.ceil(plan.memory_multiple * app_baseline_mb) if plan.memory_multiple and app_baseline_mb else None
+    )
+    relative_wins = relative_mb is not None and relative_mb < plan.absolute_budget_mb
+    return replace(
+        plan,
+        app_baseline_mb=app_baseline_mb,
+        relative_budget_mb=relative_mb,
+        worker_budget_mb=relative_mb if relative_wins else plan.absolute_budget_mb,
+        budget_rule="relative" if relative_wins else "absolute",
+    )
+
+
 def resize_plan(plan: Plan, workers: int) -> Plan:
     """The plan for `workers` live workers (after TTIN/TTOU): budgets follow the count, nothing else moves."""
     if workers < 1 or workers == plan.workers:
@@ -212,9 +278,10 @@ def resize_plan(plan: Plan, workers: int) -> Plan:
         plan.warn_percent,
         plan.critical_percent,
         workers,
-        plan.worker_budget_mb if plan.budget_from_env else None,
+        plan.absolute_budget_mb if plan.budget_from_env else None,
     )
-    return replace(plan, workers=workers, worker_budget_mb=budget_mb, worker_hard_cap_mb=hard_cap_mb)
+    resized = replace(plan, workers=workers, absolute_budget_mb=budget_mb, worker_hard_cap_mb=hard_cap_mb)
+    return with_app_baseline(resized, plan.app_baseline_mb)
 
 
 PLAN_FIELDS_SHOWN = (
@@ -257,6 +324,20 @@ def budget_problem(plan: Plan, baseline_mb: float, budget_from_env: bool) -> str
             else ""
         )
     )
+
+
+def budget_summary(plan: Plan) -> str:
+    """Both budgets and which applies, for the banner and `python -m fitflix plan`."""
+    absolute = f"absolute {plan.absolute_budget_mb} MB"
+    if not plan.memory_multiple:
+        return f"{absolute} applies; relative {plan.memory_multiple_source}"
+    if plan.relative_budget_mb is None:
+        relative = f"relative {plan.memory_multiple} x the app's size at start (not measured yet)"
+    else:
+        relative = (
+            f"relative {plan.relative_budget_mb} MB ({plan.memory_multiple} x the app's {plan.app_baseline_mb:.0f} MB)"
+        )
+    return f"{absolute}, {relative}: {plan.budget_rule} applies ({plan.memory_multiple_source})"
 
 
 def profile_summary(plan: Plan) -> str:

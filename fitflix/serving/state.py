@@ -5,8 +5,10 @@ first fork, so every worker inherits it: recycle counts by reason, the pid of
 the worker now recycling for memory (one at a time), the pid the guard asked
 to leave, the worker count the budgets are planned for (it follows TTIN and
 TTOU), the pids of the workers that booted, requests served, the
-connections the workers cut (slow heads, silent and idle connections), and
-whether the master is draining. Writers hold a POSIX record lock (per
+connections the workers cut (slow heads, silent and idle connections),
+whether the master is draining, the worker that asks to be replaced before it
+leaves and the one being replaced now (`fitflix.serving.surge`), and the last
+few reports of what grew in a worker recycled for memory. Writers hold a POSIX record lock (per
 process) and a thread lock (per thread); readers take a torn-free copy under
 the same locks. The one write on every request, a worker's own request
 count, goes to a slot only that worker writes, without a lock.
@@ -31,13 +33,18 @@ REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
 # Why a worker closed a connection that had not sent a whole request head (fitflix.serving.worker).
 CUT_REASONS = ("slow_head", "silent", "idle_at_cap")
 # counts by reason, memory-recycling pid, guard target pid, requests of workers gone, planned workers,
-# connections cut by reason, draining (1 from the master's SIGTERM on), the master's own memory report
-_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS) + "q" + "QQ")
+# connections cut by reason, draining (1 from the master's SIGTERM on), the master's own memory report,
+# the worker asking to be replaced first, the worker being replaced now, reports of what grew (written, in all)
+_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS) + "q" + "QQ" + "qq" + "Q")
 _RECYCLING, _GUARD_TARGET, _RETIRED, _PLANNED = (len(REASONS) + offset for offset in range(4))
 _CUTS = _PLANNED + 1
 _DRAINING = _CUTS + len(CUT_REASONS)
 _MASTER_MEMORY = _DRAINING + 1
+_SURGE_REQUEST = _MASTER_MEMORY + 2
+_SURGE_OLD = _SURGE_REQUEST + 1
+_GROWTH_WRITTEN = _SURGE_OLD + 1
 _DRAINING_OFFSET = _DRAINING * 8
+_SURGE_OLD_OFFSET = _SURGE_OLD * 8
 _PLANNED_OFFSET = _PLANNED * 8
 _PLANNED_FIELD = struct.Struct("<q")
 # worker pid, requests it has served, and its own memory report (bytes, kind): only where the
@@ -47,6 +54,11 @@ _MEMORY = struct.Struct("<QQ")
 WORKER_SLOTS = 64
 # What a published memory figure is (the second field of `_MEMORY`); 0 is nothing published.
 MEMORY_KINDS = {1: "rss", 2: "peak"}
+# The last reports of what grew (fitflix.memory.growth), JSON, each in a slot of its own after the first page.
+GROWTH_SLOTS = 3
+GROWTH_SLOT_BYTES = 2048
+_GROWTH_LENGTH = struct.Struct("<I")
+_MAP_BYTES = mmap.PAGESIZE + -(-GROWTH_SLOTS * GROWTH_SLOT_BYTES // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
 def _slot_offset(index: int) -> int:
@@ -57,9 +69,9 @@ class SharedState:
     def __init__(self, directory: str | None = None) -> None:
         fd, path = tempfile.mkstemp(prefix="fitflix-state-", dir=directory)
         os.unlink(path)  # nothing left behind, whatever way the master ends
-        os.ftruncate(fd, mmap.PAGESIZE)
+        os.ftruncate(fd, _MAP_BYTES)
         self._fd = fd
-        self._map = mmap.mmap(fd, mmap.PAGESIZE)
+        self._map = mmap.mmap(fd, _MAP_BYTES)
         self._thread_lock = threading.Lock()
         # The master's monitor thread may hold the lock at the moment of a fork.
         os.register_at_fork(after_in_child=self._new_thread_lock)
@@ -191,10 +203,57 @@ class SharedState:
                 _SLOT.unpack_from(self._map, _slot_offset(index))[1] for index in range(WORKER_SLOTS)
             )
 
+    def request_surge(self, pid: int) -> bool:
+        """A worker asks to be replaced before it leaves; False while another live worker's request waits."""
+        with self._locked() as fields:
+            holder = fields[_SURGE_REQUEST]
+            if holder not in (0, pid) and pid_alive(holder):
+                return False
+            fields[_SURGE_REQUEST] = pid
+            return True
+
+    def surge_request(self) -> int:
+        with self._locked() as fields:
+            return fields[_SURGE_REQUEST]
+
+    def clear_surge_request(self, pid: int) -> None:
+        with self._locked() as fields:
+            if fields[_SURGE_REQUEST] == pid:
+                fields[_SURGE_REQUEST] = 0
+
+    def set_surge_old(self, pid: int) -> None:
+        """The master: `pid` is being replaced now (0: no replacement under way)."""
+        with self._locked() as fields:
+            fields[_SURGE_OLD] = pid
+
+    def surge_old(self) -> int:
+        """The worker being replaced now, 0 for none (no lock: read once by each booting worker)."""
+        return _PLANNED_FIELD.unpack_from(self._map, _SURGE_OLD_OFFSET)[0]
+
+    def add_growth_report(self, report_json: bytes) -> None:
+        """Keep one report of what grew (cut to its slot); the oldest of the last GROWTH_SLOTS goes."""
+        body = report_json[: GROWTH_SLOT_BYTES - _GROWTH_LENGTH.size]
+        with self._locked() as fields:
+            offset = mmap.PAGESIZE + (fields[_GROWTH_WRITTEN] % GROWTH_SLOTS) * GROWTH_SLOT_BYTES
+            _GROWTH_LENGTH.pack_into(self._map, offset, len(body))
+            self._map[offset + _GROWTH_LENGTH.size : offset + _GROWTH_LENGTH.size + len(body)] = body
+            fields[_GROWTH_WRITTEN] += 1
+
+    def growth_reports(self) -> tuple[int, list[bytes]]:
+        """(reports written since the start, the last GROWTH_SLOTS of them, newest first)."""
+        with self._locked() as fields:
+            written = fields[_GROWTH_WRITTEN]
+            reports = []
+            for back in range(min(written, GROWTH_SLOTS)):
+                offset = mmap.PAGESIZE + ((written - 1 - back) % GROWTH_SLOTS) * GROWTH_SLOT_BYTES
+                (length,) = _GROWTH_LENGTH.unpack_from(self._map, offset)
+                reports.append(bytes(self._map[offset + _GROWTH_LENGTH.size : offset + _GROWTH_LENGTH.size + length]))
+        return written, reports
+
     def release(self, pid: int) -> None:
         """The master reaped `pid`: free its slots and keep its request count."""
         with self._locked() as fields:
-            for slot in (_RECYCLING, _GUARD_TARGET):
+            for slot in (_RECYCLING, _GUARD_TARGET, _SURGE_REQUEST):
                 if fields[slot] == pid:
                     fields[slot] = 0
             for index in range(WORKER_SLOTS):

@@ -11,6 +11,7 @@ import os
 import random
 import resource
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,6 @@ from fitflix.serving import backstop
 from fitflix.serving.recycle import (
     EFFECTIVE,
     FUTILE,
-    KEEP,
     RECYCLE,
     URGENT,
     GuardPolicy,
@@ -36,9 +36,11 @@ from fitflix.serving.recycle import (
     needs_exact_check,
     requests_to_skip,
     should_trim,
+    surge_fits,
 )
-from fitflix.serving.sizing import MIB, Plan, resize_plan
+from fitflix.serving.sizing import FRESH_WORKER_ALLOWANCE_MB, MIB, Plan, resize_plan
 from fitflix.serving.state import SharedState
+from fitflix.serving.surge import BOOT_TIMEOUT_S, wake_master
 
 # The signal the master sends a worker to run gc.collect() and malloc_trim(0).
 # gunicorn's workers leave SIGURG alone, and its default action is to ignore it.
@@ -46,6 +48,10 @@ CLEANUP_SIGNAL = signal.SIGURG
 
 # smaps_rollup costs about 0.4 ms: a worker reads its own at most this often.
 USS_READ_INTERVAL_S = 1.0
+
+# A worker that asked to be replaced first and heard nothing in this long leaves on its own
+# (the master gives a replacement BOOT_TIMEOUT_S to boot, then retires the old worker anyway).
+SURGE_WAIT_S = BOOT_TIMEOUT_S + 10.0
 
 
 def clean_up(_signum=None, _frame=None) -> None:
@@ -94,8 +100,18 @@ class WorkerRecycler:
             stack_bytes = 8 * MIB
         self.stack_allowance_bytes = unstarted_threads * stack_bytes
         self.threshold_seed = random.random()  # this worker's draw, kept when the budgets change
-        self.reason: str | None = None
+        self.reason: str | None = None  # why this worker stopped accepting
         self.figures: tuple[int, int] | None = None  # (rss, uss) when the decision was made
+        # Replace, then retire (fitflix.serving.surge): the reason this worker asked to be replaced
+        # for, and when; it serves until the master sends SIGTERM once the replacement is up.
+        self.replace_first = plan.replace_first and shared is not None
+        self.waiting: str | None = None
+        self.asked_at: float | None = None
+        # gunicorn's own max_requests (drawn with its jitter) becomes the recycler's: gunicorn would
+        # stop accepting at once, the recycler asks for a replacement first.
+        self.max_requests = worker.max_requests
+        if self.replace_first:
+            worker.max_requests = sys.maxsize
         self._unread = 0  # requests that may still pass before the next statm read
         self._rss_at_last_read = rss
         self._in_flight: dict[int, float] = {}  # thread ident -> when its request started
@@ -178,6 +194,12 @@ class WorkerRecycler:
             rss, _data = self.read()
             self.leave("backstop", rss, self._read_uss() or rss)
             return
+        if self.waiting is not None and self.asked_at is None:
+            self.ask_for_replacement(self.waiting)  # another worker's request held the slot: again
+        elif self.replace_first and self.waiting is None and self.worker.nr >= self.max_requests:
+            rss, _data = self.read()
+            self.figures = (rss, self._uss_now(time.monotonic(), rss))
+            self.ask_for_replacement("max_requests")
         if self._unread > 0:
             self._unread -= 1  # racy across threads by design: off by one either way is harmless
             return
@@ -193,12 +215,27 @@ class WorkerRecycler:
         now = time.monotonic()
         uss = self._uss_now(now, rss)
         verdict = memory_verdict(uss, data, now - self.started, self.limits)
-        if verdict == URGENT or (
-            verdict == RECYCLE and (self.shared is None or self.shared.claim_memory_recycle(self.pid))
-        ):
+        if verdict == URGENT:  # past the hard cap (or near the data limit): stop accepting now
             self.leave("memory", rss, uss)
-        elif verdict != KEEP:
-            self.worker.log.debug("Worker %s over its memory threshold; another worker is leaving first", self.pid)
+        elif verdict == RECYCLE and self.waiting != "memory":
+            if self.shared is not None and not self.shared.claim_memory_recycle(self.pid):
+                self.worker.log.debug("Worker %s over its memory threshold; another worker is leaving first", self.pid)
+            elif self.replace_first:
+                self.figures = (rss, uss)
+                self.ask_for_replacement("memory")
+            else:
+                self.leave("memory", rss, uss)
+
+    def ask_for_replacement(self, reason: str) -> None:
+        """Keep serving; the master boots a replacement first and then sends SIGTERM (fitflix.serving.surge)."""
+        self.waiting = reason
+        if self.shared.request_surge(self.pid):
+            self.asked_at = time.monotonic()
+            wake_master(self.worker.ppid)
+            self.worker.log.debug("Worker %s (%s): asked for its replacement", self.pid, reason)
+
+    def _waited_too_long(self, now: float) -> bool:
+        return self.waiting is not None and self.asked_at is not None and now - self.asked_at > SURGE_WAIT_S
 
     def leave(self, reason: str, rss: int, uss: int) -> None:
         """Recycle gracefully: stop accepting, let in-flight requests finish, exit."""
@@ -219,6 +256,13 @@ class WorkerRecycler:
         """
         timeout_s = self.plan.timeout_s
         while not self._stopping.wait(min(1.0, timeout_s / 4)):
+            if self.reason is None and self._waited_too_long(time.monotonic()):
+                self.worker.log.warning(
+                    "Worker %s: no replacement came in %.0f s; leaving (%s)", self.pid, SURGE_WAIT_S, self.waiting
+                )
+                rss, _data = self.read()
+                self.leave(self.waiting, rss, self._read_uss() or rss)
+                continue
             hung = hung_requests(dict(self._in_flight), time.monotonic(), timeout_s)
             if not hung or self.reason not in (None, "timeout"):
                 continue
@@ -254,7 +298,9 @@ class WorkerRecycler:
     def exit_reason(self) -> str | None:
         if self.reason is not None:
             return self.reason
-        if self.worker.max_requests and self.worker.nr >= self.worker.max_requests:
+        if self.waiting is not None:  # the master retired it once its replacement served
+            return self.waiting
+        if self.max_requests and self.worker.nr >= self.max_requests:
             return "max_requests"
         if self.shared is not None and self.shared.guard_target() == self.pid:
             return "guard"
@@ -368,9 +414,21 @@ class MemoryMonitor(threading.Thread):
         else:
             self.guard_policy.calm()
 
+    def room_for_one_more(self) -> tuple[bool, str]:
+        """Master's loop, when a worker asks to be replaced first: does one more fresh worker fit now?"""
+        report = self.probe.report("master", self.master_pid)
+        critical_bytes = report.limit_bytes * self.plan.critical_percent // 100
+        fresh_bytes = max(self.guard_policy.fresh_worker_uss_bytes or 0, FRESH_WORKER_ALLOWANCE_MB * MIB)
+        fits = surge_fits(report.used_bytes, fresh_bytes, critical_bytes)
+        return fits, (
+            f"{_mb(report.used_bytes)}MB used + {_mb(fresh_bytes)}MB for a fresh worker "
+            f"{'within' if fits else 'past'} the critical level of {_mb(critical_bytes)}MB"
+        )
+
     def guard(self, used_bytes: int, critical_bytes: int, worker_uss: dict[int, int], now: float, summary: str) -> None:
         """Ask every worker to clean up, and recycle the one holding the most private memory when that can help."""
-        busy = self.shared.memory_recycle_holder() if self.shared else 0
+        # A worker recycling for memory, or one being replaced, is leaving: never judge or pick it.
+        busy = (self.shared.memory_recycle_holder() or self.shared.surge_old()) if self.shared else 0
         if not busy and self.guard_pid and self.guard_pid in worker_uss:
             busy = self.guard_pid  # the last one the guard asked to leave is still draining
         action = self.guard_policy.step(now, used_bytes, critical_bytes, worker_uss, busy)

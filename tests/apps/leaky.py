@@ -2,18 +2,22 @@
 
 GET /leak?mb=N keeps N MiB (touched, so resident) for the life of the worker;
 GET /spike?mb=N allocates N MiB at once and drops it; GET /sleep?ms=N waits;
-GET /health answers 200 so the live-server fixture can see it is up.
+GET /health (and /pid) answers 200 so the live-server fixture can see it is up. Every
+answer says which pid gave it, what it keeps and how many sleeps are in flight.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from urllib.parse import parse_qs
 
 MIB = 1024 * 1024
 _kept: list[bytearray] = []
+_sleeping = [0]
+_sleeping_lock = threading.Lock()
 
 
 def _number(environ, name: str, default: int) -> int:
@@ -35,10 +39,17 @@ def app(environ, start_response):
         block = _touched(_number(environ, "mb", 700))
         del block
     elif path == "/sleep":
-        time.sleep(_number(environ, "ms", 50) / 1000)
-    elif path != "/health":
+        with _sleeping_lock:
+            _sleeping[0] += 1
+        try:
+            time.sleep(_number(environ, "ms", 50) / 1000)
+        finally:
+            with _sleeping_lock:
+                _sleeping[0] -= 1
+    elif path not in ("/health", "/pid"):
         start_response("404 Not Found", [("Content-Type", "application/json")])
         return [b'{"error": "Not Found"}']
-    body = json.dumps({"pid": os.getpid(), "kept_mb": sum(len(block) for block in _kept) // MIB}).encode()
+    kept_mb = sum(len(block) for block in _kept) // MIB
+    body = json.dumps({"pid": os.getpid(), "kept_mb": kept_mb, "sleeping": _sleeping[0]}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

@@ -1,0 +1,201 @@
+"""Replace, then retire: a worker the service recycles leaves only once its replacement serves.
+
+gunicorn replaces a worker after it has gone: with one worker (the default on
+512 MB) nothing answers while the new one boots, 35-44 ms at a whole CPU and
+about 250 ms at 0.1 CPU (BENCHMARKS.md, part 5). gunicorn has no way to boot
+the replacement first, and TTIN then TTOU would retire the oldest worker, not
+the one that must go. So, in the master:
+
+1. a worker that must leave (memory past its threshold, or max_requests) asks
+   for it in the shared state and wakes the master's loop with a SIGCHLD (the
+   arbiter's loop wakes and reaps on it, and finds nothing to reap); it keeps
+   serving meanwhile;
+2. the master, when one more fresh worker fits under the critical level with
+   the one that must go still in memory, raises `num_workers` by one and
+   spawns a worker; otherwise it sends the old worker SIGTERM at once
+   (gunicorn's graceful stop for one worker: today's path);
+3. the new worker, once its app is loaded and it claimed its shared slot
+   (`post_worker_init`), wakes the master again; the master sends the old
+   worker SIGTERM: it stops accepting and finishes what it has, while the new
+   one already takes connections from the same listening socket (nothing in
+   the listen backlog is lost: the socket is shared, not per worker);
+4. when the old worker is reaped (`child_exit`, which the arbiter runs before
+   its `manage_workers`), `num_workers` goes back down by one.
+
+The budgets, the planned worker count and the guard never count the extra
+worker: `nworkers_changed` leaves the plan alone for the surge's own changes.
+A TTIN or TTOU while a surge is under way moves the plan by one, as it would
+without the surge; a SIGHUP abandons it (the reload replaces every worker
+anyway). Everything here runs on the arbiter's main loop (its `manage_workers`
+is wrapped), never in a signal handler or another thread.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fitflix.serving.state import SharedState
+
+# The signal a worker wakes the master's loop with: the arbiter queues it, reaps (nothing) and goes
+# on to manage_workers, where the surge steps. Harmless to gunicorn whatever its state.
+WAKE_SIGNAL = signal.SIGCHLD
+
+# A replacement that has not booted in this long is given up on: the old worker leaves anyway
+# (the new one, if it ever boots, simply serves).
+BOOT_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Replacement:
+    old_pid: int
+    started: float
+    newest_age_before: int  # the arbiter's worker_age before the spawn: a newer worker is the replacement
+    retiring: bool = False
+
+
+class Surge:
+    """The master's side: one replacement at a time, stepped from the arbiter's loop."""
+
+    def __init__(
+        self,
+        server,
+        shared: SharedState,
+        room: Callable[[], tuple[bool, str]],
+        planned_workers: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+        send: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """`room()` says whether one more fresh worker fits now, and why (for the log); `send(pid, signal)`."""
+        self.send = send or _signal
+        self.server = server
+        self.shared = shared
+        self.room = room
+        self.planned_workers = planned_workers
+        self.clock = clock
+        self.current: Replacement | None = None
+        self.own_change = False  # set while the surge itself moves num_workers
+        self.replaced = 0  # replacements that booted before their old worker left
+
+    def install(self) -> None:
+        """Master, in when_ready: step before every manage_workers, abandon on SIGHUP."""
+        manage_workers, handle_hup = self.server.manage_workers, self.server.handle_hup
+
+        def managed() -> None:
+            self.step()
+            manage_workers()
+
+        def hup() -> None:
+            self.abandon()
+            handle_hup()
+
+        self.server.manage_workers = managed
+        self.server.handle_hup = hup
+
+    def _set_num_workers(self, value: int) -> None:
+        self.own_change = True
+        try:
+            self.server.num_workers = value
+        finally:
+            self.own_change = False
+
+    def step(self) -> None:
+        current = self.current
+        if current is None:
+            self._take_request()
+            return
+        if current.retiring:
+            return  # child_exit ends it
+        if current.old_pid not in self.server.WORKERS:  # it left on its own (hard cap, crash, TTOU)
+            self._end(current.old_pid)
+            return
+        booted = set(self.shared.worker_pids())
+        replacement = next(
+            (
+                pid
+                for pid, worker in self.server.WORKERS.items()
+                if worker.age > current.newest_age_before and pid in booted
+            ),
+            None,
+        )
+        if replacement is not None:
+            self.replaced += 1
+            self.server.log.info("Worker %s serves; retiring worker %s", replacement, current.old_pid)
+            self._retire(current)
+        elif self.clock() - current.started > BOOT_TIMEOUT_S:
+            self.server.log.warning(
+                "No replacement booted in %.0f s; retiring worker %s anyway", BOOT_TIMEOUT_S, current.old_pid
+            )
+            self._retire(current)
+
+    def _take_request(self) -> None:
+        pid = self.shared.surge_request()
+        if not pid:
+            return
+        if pid not in self.server.WORKERS:
+            self.shared.clear_surge_request(pid)
+            return
+        fits, why = self.room()
+        if not fits:
+            self.shared.clear_surge_request(pid)
+            self.server.log.info("Retiring worker %s without a replacement first: %s", pid, why)
+            self.send(pid, signal.SIGTERM)
+            return
+        self.current = Replacement(pid, self.clock(), self.server.worker_age)
+        self.shared.set_surge_old(pid)
+        self.server.log.info("Replacing worker %s: its replacement boots first (%s)", pid, why)
+        self._set_num_workers(self.server.num_workers + 1)
+        # Spawned here, not by manage_workers: its spawn_workers sleeps up to 100 ms after each fork.
+        self.server.spawn_worker()
+
+    def _retire(self, current: Replacement) -> None:
+        current.retiring = True
+        self.send(current.old_pid, signal.SIGTERM)  # gunicorn's graceful stop: it finishes what it has
+
+    def on_child_exit(self, pid: int) -> None:
+        """Master, from child_exit (before the arbiter's manage_workers): the old worker is gone."""
+        if self.current is not None and self.current.old_pid == pid:
+            self._end(pid)
+
+    def _end(self, pid: int) -> None:
+        self.current = None
+        self.shared.set_surge_old(0)
+        self.shared.clear_surge_request(pid)
+        if self.server.num_workers > self.planned_workers():
+            self._set_num_workers(self.server.num_workers - 1)
+
+    def abandon(self) -> None:
+        """SIGHUP: the reload replaces every worker, the old one with them; the count is the new plan's."""
+        if self.current is not None:
+            self.server.log.info("SIGHUP: the replacement of worker %s is left to the reload", self.current.old_pid)
+            old = self.current.old_pid
+            self.current = None
+            self.shared.set_surge_old(0)
+            self.shared.clear_surge_request(old)
+
+    def planned_after_change(self, new_value: int) -> int | None:
+        """nworkers_changed: the planned count for an operator's change, None for the surge's own.
+
+        While a replacement is under way `num_workers` holds one more than the
+        plan: a TTIN or TTOU moves the plan to one less than what it set.
+        """
+        if self.own_change:
+            return None
+        if self.current is not None:
+            return max(1, new_value - 1)
+        return new_value
+
+
+def wake_master(master_pid: int) -> None:
+    """Worker: get the master's loop to look at the shared state now, not at its next 1 s tick."""
+    _signal(master_pid, WAKE_SIGNAL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
