@@ -13,6 +13,7 @@ Figures and pids need `HEALTH_TOKEN` when one is set (see `access.py`).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -298,9 +299,24 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
         },
         "recycles": shared.recycle_counts() if shared else None,
         "requestsServed": shared.requests_served() if shared else None,
+        # What grew in the last workers recycled for memory (fitflix.memory.growth), newest first.
+        "growth": _growth(shared),
         "timestamp": _timestamp(),
     }
     return document, status
+
+
+def _growth(shared) -> dict | None:
+    if shared is None:
+        return None
+    written, reports = shared.growth_reports()
+    last = []
+    for report in reports:
+        try:
+            last.append(json.loads(report))
+        except ValueError:  # a slot cut short or half written: left out, never a 500
+            continue
+    return {"reports": written, "last": last}
 
 
 def health_json_status(status: str, fail_on_critical: bool) -> str:

@@ -123,6 +123,11 @@ class ServiceCollector:
             yield CounterMetricFamily(
                 "fitflix_requests_served", "Requests served by every worker", value=shared.requests_served()
             )
+            yield CounterMetricFamily(
+                "fitflix_growth_reports",
+                "Reports of what grew, one for each worker recycled for memory (the last few: /health/memory)",
+                value=shared.growth_reports()[0],
+            )
             cuts = CounterMetricFamily(
                 "fitflix_connections_cut",
                 "Connections closed before a whole request head came: slow_head (answered 408 after "

@@ -75,6 +75,8 @@ _MEMORY = {
         "thresholds": {"type": "object"},
         "recycles": {"type": ["object", "null"]},
         "requestsServed": _INT_OR_NULL,
+        # What grew in the last workers recycled for memory: {"reports": count, "last": [report, ...]}.
+        "growth": {"type": ["object", "null"]},
         "timestamp": {"type": "string"},
     },
 }

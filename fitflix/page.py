@@ -114,6 +114,12 @@ USS is what a recycle gives back.</caption>
 <h2 id="h-recycles">Worker recycles</h2>
 <dl class="cards" id="recycles"></dl>
 </section>
+<section aria-labelledby="h-growth">
+<h2 id="h-growth">What grew</h2>
+<p class="muted">The last workers recycled for memory: the allocation sites still alive, and how much of
+the growth Python objects hold (the rest is native memory or fragmentation).</p>
+<ol id="growth"></ol>
+</section>
 <section aria-labelledby="h-cgroup">
 <h2 id="h-cgroup">cgroup</h2>
 <dl class="pairs">
@@ -221,6 +227,27 @@ function show(doc) {
     recycles.push(box);
   }
   $("recycles").replaceChildren(...recycles);
+  const reports = (doc.growth && doc.growth.last) || [];
+  const items = reports.map((r) => {
+    const item = document.createElement("li");
+    item.dataset.pid = r.pid;
+    const parts = [`worker ${r.pid}: ${fmt(mb(r.ussBytes))} MB, +${fmt(mb(r.growthSinceBootBytes))} since boot`];
+    if (r.pythonSharePercent !== null) {
+      parts.push(`Python holds ${Math.round(r.pythonSharePercent)}% of the growth since tracing began`);
+    }
+    if (r.verdict === "native") parts.push("the rest is native memory or fragmentation");
+    const site = r.sites[0];
+    if (site) parts.push(`top site ${site.where} ${fmt(site.kb / 1024, 1)} MB x${site.count}`);
+    const type = r.types[0];
+    if (type) parts.push(`top type ${type.type} +${type.countGrowth}`);
+    item.textContent = parts.join("; ");
+    return item;
+  });
+  if (!items.length) {
+    items.push(document.createElement("li"));
+    items[0].textContent = doc.growth ? "no worker recycled for memory yet" : "not tracked";
+  }
+  $("growth").replaceChildren(...items);
 }
 
 function draw() {

@@ -48,7 +48,16 @@ def test_health_memory_shape_on_this_machine(client):
     assert body["memory"]["limitSource"] == "env"
     assert body["memory"]["external"] is None
     assert 0 <= body["memory"]["available"] <= 512
-    assert set(body["clustering"]) == {"enabled", "isWorker", "workerId", "workers", "plannedWorkers", "threads"}
+    assert set(body["clustering"]) == {
+        "enabled",
+        "isWorker",
+        "workerId",
+        "workers",
+        "plannedWorkers",
+        "replacingWorker",
+        "threads",
+    }
+    assert body["clustering"]["replacingWorker"] is None
     assert body["clustering"]["workerId"] == os.getpid()
     assert body["clustering"]["isWorker"] is False
     assert set(body["container"]) >= {"cgroupVersion", "limitBytes", "limitSource", "usageBytes", "oomKills"}
@@ -59,6 +68,7 @@ def test_health_memory_shape_on_this_machine(client):
     assert body["thresholds"]["warnPercent"] == 80 and body["thresholds"]["criticalPercent"] == 90
     assert body["thresholds"]["warnBytes"] == 512 * MIB * 80 // 100
     assert body["recycles"] is None
+    assert body["growth"] is None  # no gunicorn, no shared state: nothing recycled to report
 
 
 def test_health_memory_figures_from_a_fake_machine(fake_machine_app):
@@ -113,6 +123,12 @@ def test_health_memory_figures_from_a_fake_machine(fake_machine_app):
         "criticalBytes": 512 * MIB * 90 // 100,
         "workerBudgetMb": 361,
         "workerHardCapMb": 412,
+        # A real limit (cgroup v1): the relative budget is off; the app's size is the master's to measure.
+        "absoluteBudgetMb": 361,
+        "relativeBudgetMb": None,
+        "memoryMultiple": None,
+        "appBaselineMb": None,
+        "budgetRule": "absolute",
     }
 
 

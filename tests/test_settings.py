@@ -308,3 +308,22 @@ def test_a_bad_reload_raises_and_keeps_what_is_loaded(tmp_path, fresh_load):
 def test_a_changed_secret_is_reported_without_its_value():
     changes = setting_changes(Settings(health_token=SECRET), Settings(health_token=SECRET + "-new"))
     assert changes == [("HEALTH_TOKEN", "changed")]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0), ("2", 2), ("100", 100), (" 3 ", 3)])
+def test_worker_memory_multiple_takes_zero_or_two_to_a_hundred(value, expected):
+    assert Settings.from_env({"WORKER_MEMORY_MULTIPLE": value}).worker_memory_multiple == expected
+
+
+@pytest.mark.parametrize("value", ["1", "101", "-3", "2.5", "three", ""])
+def test_a_bad_worker_memory_multiple_names_the_variable_and_what_is_accepted(value):
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"WORKER_MEMORY_MULTIPLE": value})
+    assert f"WORKER_MEMORY_MULTIPLE={value!r}: expected 0 (off) or a whole number from 2 to 100" in str(raised.value)
+
+
+def test_recycle_replace_first_is_a_boolean():
+    assert Settings.from_env({}).recycle_replace_first is True
+    assert Settings.from_env({"RECYCLE_REPLACE_FIRST": "no"}).recycle_replace_first is False
+    with pytest.raises(SettingsError, match="RECYCLE_REPLACE_FIRST='later': expected one of true/false"):
+        Settings.from_env({"RECYCLE_REPLACE_FIRST": "later"})

@@ -375,3 +375,54 @@ def test_plan_changes_name_each_moved_figure():
         f"worker_hard_cap_mb {old.worker_hard_cap_mb} -> {new.worker_hard_cap_mb}",
     ]
     assert plan_changes(old, old) == []
+
+
+def host(memory_mb: int = 24105):
+    """A machine with no memory cgroup limit: the host's memory is the limit."""
+    from fitflix.serving.sizing import Container
+
+    return Container(None, 1, memory_mb * 1024 * 1024, 2.0, "CPU affinity")
+
+
+@pytest.mark.parametrize(
+    ("environ", "on_host", "multiple", "source_start"),
+    [
+        ({}, True, 3, "the default where no memory limit exists"),
+        ({}, False, 0, "off: the limit is real (cgroup v1)"),
+        ({"MAX_MEMORY_MB": "512"}, True, 0, "off: the limit is real (env)"),
+        ({"WORKER_MAX_MEMORY_MB": "200"}, True, 0, "off: WORKER_MAX_MEMORY_MB sets the budget"),
+        ({"WORKER_MEMORY_MULTIPLE": "5"}, False, 5, "WORKER_MEMORY_MULTIPLE"),
+        ({"WORKER_MEMORY_MULTIPLE": "0"}, True, 0, "off (WORKER_MEMORY_MULTIPLE=0)"),
+    ],
+)
+def test_the_relative_budget_is_on_by_default_only_where_no_limit_or_budget_was_given(
+    environ, on_host, multiple, source_start
+):
+    plan = make_plan(Settings.from_env(environ), host() if on_host else container(512, 1))
+    assert plan.memory_multiple == multiple
+    assert plan.memory_multiple_source.startswith(source_start)
+
+
+def test_the_lower_budget_wins_and_says_which():
+    from fitflix.serving.sizing import budget_summary, with_app_baseline
+
+    plan = make_plan(Settings(), host())
+    assert plan.worker_budget_mb == plan.absolute_budget_mb == 19236 and plan.relative_budget_mb is None
+    measured = with_app_baseline(plan, 31.3)
+    assert (measured.relative_budget_mb, measured.worker_budget_mb, measured.budget_rule) == (94, 94, "relative")
+    assert measured.absolute_budget_mb == 19236 and measured.worker_hard_cap_mb == plan.worker_hard_cap_mb
+    assert "relative 94 MB (3 x the app's 31 MB): relative applies" in budget_summary(measured)
+    # A big app: 3 x its size is above the absolute budget, which then applies.
+    big = with_app_baseline(make_plan(Settings(worker_memory_multiple=3), container(512, 2)), 150.0)
+    assert (big.relative_budget_mb, big.worker_budget_mb, big.budget_rule) == (450, 361, "absolute")
+
+
+def test_ttin_keeps_the_relative_budget_and_resizes_the_absolute_one():
+    from fitflix.serving.sizing import resize_plan, with_app_baseline
+
+    measured = with_app_baseline(make_plan(Settings(worker_memory_multiple=2), container(1024, 2)), 100.0)
+    assert (measured.workers, measured.worker_budget_mb, measured.budget_rule) == (1, 200, "relative")
+    four = resize_plan(measured, 4)
+    assert four.absolute_budget_mb == (1024 * 80 // 100 - 48) // 4  # 192: now below the relative 200
+    assert (four.worker_budget_mb, four.budget_rule, four.relative_budget_mb) == (192, "absolute", 200)
+    assert resize_plan(four, 1).worker_budget_mb == 200

@@ -225,3 +225,30 @@ def test_draining_set_by_the_master_is_seen_by_a_worker_and_touches_no_other_fie
 
     assert in_child(lambda: int(state.draining())) == 1
     assert state.planned_workers() == 3 and state.cut_counts()["silent"] == 1
+
+
+def test_growth_reports_keep_the_last_few_newest_first_and_count_them_all():
+    from fitflix.serving.state import GROWTH_SLOT_BYTES, GROWTH_SLOTS
+
+    state = SharedState()
+    assert state.growth_reports() == (0, [])
+    for number in range(GROWTH_SLOTS + 2):
+        state.add_growth_report(b'{"n": %d}' % number)
+    written, reports = state.growth_reports()
+    assert written == GROWTH_SLOTS + 2
+    assert reports == [b'{"n": %d}' % n for n in range(GROWTH_SLOTS + 1, 1, -1)]
+    state.add_growth_report(b"x" * (GROWTH_SLOT_BYTES * 2))  # cut to its slot, never into the next
+    assert len(state.growth_reports()[1][0]) < GROWTH_SLOT_BYTES
+    assert state.growth_reports()[1][1] == b'{"n": %d}' % (GROWTH_SLOTS + 1)
+
+
+def test_the_surge_fields_are_freed_when_the_worker_is_reaped():
+    state = SharedState()
+    me = os.getpid()
+    assert state.request_surge(me) and state.surge_request() == me
+    state.set_surge_old(me)
+    assert state.surge_old() == me
+    state.release(me)
+    assert state.surge_request() == 0
+    state.set_surge_old(0)
+    assert state.surge_old() == 0

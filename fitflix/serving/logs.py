@@ -94,6 +94,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         document.update(getattr(record, "access", {}))
+        growth = getattr(record, "growth", None)  # a recycled worker's report of what grew
+        if growth is not None:
+            document["growth"] = growth
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
         return json.dumps(document)

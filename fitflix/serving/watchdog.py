@@ -6,6 +6,7 @@ The decisions are in `recycle.py`; this module measures, logs and signals.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import random
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from fitflix.memory.growth import ARM_FRACTION, GrowthWatch
 from fitflix.memory.heap import malloc_trim
 from fitflix.memory.portable import read_process_memory, self_memory_reader
 from fitflix.memory.service import MemoryProbe
@@ -49,6 +51,11 @@ CLEANUP_SIGNAL = signal.SIGURG
 # smaps_rollup costs about 0.4 ms: a worker reads its own at most this often.
 USS_READ_INTERVAL_S = 1.0
 
+# A report of what grew may copy tracemalloc's table into Python objects: at most this share of the
+# room left below the worker's hard cap, and at most REPORT_MAX_TRACE_BYTES.
+REPORT_ROOM_SHARE = 0.25
+REPORT_MAX_TRACE_BYTES = 64 * MIB
+
 # A worker that asked to be replaced first and heard nothing in this long leaves on its own
 # (the master gives a replacement BOOT_TIMEOUT_S to boot, then retires the old worker anyway).
 SURGE_WAIT_S = BOOT_TIMEOUT_S + 10.0
@@ -76,6 +83,7 @@ class WorkerRecycler:
         unstarted_threads: int = 0,
         slot: int | None = None,
         fallbacks=None,
+        app_root: str | None = None,
     ) -> None:
         """`unstarted_threads`: request threads not started yet, whose stacks the data limit must leave room for.
 
@@ -122,6 +130,8 @@ class WorkerRecycler:
         self._timeout_watch = threading.Thread(target=self._watch_timeouts, name="fitflix-request-timeout", daemon=True)
         self._timeout_watch.start()
         self.apply_plan(plan)
+        # What grew (fitflix.memory.growth): the boot census now, tracing past ARM_FRACTION of the threshold.
+        self.growth = GrowthWatch(uss, app_root or os.getcwd())
 
     def apply_plan(self, plan: Plan) -> None:
         """Set this worker's threshold, hard cap and data-segment limit for `plan`.
@@ -209,6 +219,13 @@ class WorkerRecycler:
             malloc_trim()  # HEAP_TRIM_MB (memory-optimized): hand back what the heavy request freed
             rss, _data = self.read()
         self._rss_at_last_read = rss
+        if self.growth.arming is None and rss >= self.limits.threshold_bytes * ARM_FRACTION:  # RSS >= USS
+            if self.growth.maybe_arm(self._uss_now(time.monotonic(), rss), self.limits.threshold_bytes):
+                self.worker.log.info(
+                    "Worker %s: past %.0f%% of its threshold; tracing allocations to say what grew",
+                    self.pid,
+                    ARM_FRACTION * 100,
+                )
         if not needs_exact_check(rss, data, self.limits):
             self._unread = requests_to_skip(rss, data, self.limits)
             return
@@ -336,7 +353,26 @@ class WorkerRecycler:
             time.monotonic() - self.started,
             "" if self.statm.source == "statm" else f" figures={self.statm.source.replace(' ', '-')}",
         )
+        if reason == "memory":
+            self.report_growth(uss)
         return reason
+
+    def report_growth(self, uss: int) -> None:
+        """After the last request of a worker recycled for memory: what grew, in the log and the shared state."""
+        room = max(self.limits.hard_cap_bytes - uss, 0)
+        try:
+            report = self.growth.report(
+                self._read_uss() or uss,
+                "memory",
+                max_tracemalloc_bytes=min(int(room * REPORT_ROOM_SHARE), REPORT_MAX_TRACE_BYTES),
+            )
+        except Exception:  # a report is a courtesy: the worker still leaves
+            self.worker.log.exception("Worker %s: the report of what grew failed", self.pid)
+            return
+        document = report.as_dict()
+        self.worker.log.info("%s", report.line(), extra={"growth": document})
+        if self.shared is not None:
+            self.shared.add_growth_report(json.dumps(document, separators=(",", ":")).encode())
 
 
 class MemoryMonitor(threading.Thread):
@@ -418,7 +454,8 @@ class MemoryMonitor(threading.Thread):
         """Master's loop, when a worker asks to be replaced first: does one more fresh worker fit now?"""
         report = self.probe.report("master", self.master_pid)
         critical_bytes = report.limit_bytes * self.plan.critical_percent // 100
-        fresh_bytes = max(self.guard_policy.fresh_worker_uss_bytes or 0, FRESH_WORKER_ALLOWANCE_MB * MIB)
+        # Not the smallest worker seen: the first sample may come after a leak began (92 MB seen so).
+        fresh_bytes = FRESH_WORKER_ALLOWANCE_MB * MIB
         fits = surge_fits(report.used_bytes, fresh_bytes, critical_bytes)
         return fits, (
             f"{_mb(report.used_bytes)}MB used + {_mb(fresh_bytes)}MB for a fresh worker "

@@ -1,6 +1,8 @@
 """A small WSGI app of the tests' own that leaks on purpose.
 
-GET /leak?mb=N keeps N MiB (touched, so resident) for the life of the worker;
+GET /leak?mb=N keeps N MiB (touched, so resident) for the life of the worker
+(and with &ms=M takes M ms more, so a test can leak at a pace);
+GET /native?mb=N does the same with C's malloc, which no Python figure sees;
 GET /spike?mb=N allocates N MiB at once and drops it; GET /sleep?ms=N waits;
 GET /health (and /pid) answers 200 so the live-server fixture can see it is up. Every
 answer says which pid gave it, what it keeps and how many sleeps are in flight.
@@ -8,6 +10,7 @@ answer says which pid gave it, what it keeps and how many sleeps are in flight.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import threading
@@ -16,6 +19,11 @@ from urllib.parse import parse_qs
 
 MIB = 1024 * 1024
 _kept: list[bytearray] = []
+_native_kept: list[int] = []
+_libc = ctypes.CDLL(None)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+_libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
 _sleeping = [0]
 _sleeping_lock = threading.Lock()
 
@@ -26,7 +34,7 @@ def _number(environ, name: str, default: int) -> int:
 
 
 def _touched(megabytes: int) -> bytearray:
-    block = bytearray(megabytes * MIB)
+    block = bytearray(megabytes * MIB)  # the leak's line: a report of what grew names it
     block[::4096] = b"x" * (len(block) // 4096)  # one write per page: resident, not just reserved
     return block
 
@@ -35,6 +43,13 @@ def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/leak":
         _kept.append(_touched(_number(environ, "mb", 2)))
+        time.sleep(_number(environ, "ms", 0) / 1000)
+    elif path == "/native":
+        size = _number(environ, "mb", 2) * MIB
+        address = _libc.malloc(size)
+        _libc.memset(address, 1, size)  # touched: resident, and private to this worker
+        _native_kept.append(address)
+        time.sleep(_number(environ, "ms", 0) / 1000)
     elif path == "/spike":
         block = _touched(_number(environ, "mb", 700))
         del block

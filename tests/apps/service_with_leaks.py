@@ -1,6 +1,6 @@
 """The FitFlix app with the leaky test routes in front: a user's own routes beside /health.
 
-/leak, /spike, /sleep and /pid go to `tests.apps.leaky`; everything else (the
+/leak, /native, /spike, /sleep and /pid go to `tests.apps.leaky`; everything else (the
 health endpoints, /metrics) to the FitFlix app from `wsgi.py`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from tests.apps import leaky
 from wsgi import app as service
 
-LEAKY_PATHS = frozenset({"/leak", "/spike", "/sleep", "/pid"})
+LEAKY_PATHS = frozenset({"/leak", "/native", "/spike", "/sleep", "/pid"})
 
 
 def app(environ, start_response):
