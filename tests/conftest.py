@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 
 import pytest
 
@@ -18,6 +19,15 @@ from tests.support.holder import MemoryHolder
 from tests.support.server import LiveServer
 
 REQUIRE_CGROUP = os.environ.get("FITFLIX_REQUIRE_CGROUP") == "1"
+
+
+@pytest.fixture(autouse=True)
+def tracemalloc_left_off():
+    """A recycler past 90% of its threshold starts tracemalloc in this process: stop it after each test."""
+    tracing_before = tracemalloc.is_tracing()
+    yield
+    if not tracing_before and tracemalloc.is_tracing():
+        tracemalloc.stop()
 
 
 @pytest.fixture

@@ -41,10 +41,7 @@ def woken(monkeypatch):
     calls: list[int] = []
     monkeypatch.setattr(watchdog, "wake_master", calls.append)
     monkeypatch.setattr(backstop, "set_data_limit", lambda limit: None)
-    tracing_before = tracemalloc.is_tracing()
-    yield calls
-    if not tracing_before and tracemalloc.is_tracing():
-        tracemalloc.stop()  # the recycler arms it past 90% of its threshold, as this process is
+    return calls  # tracemalloc, which a recycler starts past 90% of its threshold, is stopped by conftest
 
 
 @pytest.fixture
@@ -132,8 +129,7 @@ def test_with_no_answer_from_the_master_it_leaves_on_its_own(woken, recyclers, m
 
 
 def test_past_ninety_percent_of_its_threshold_it_traces_allocations(woken, recyclers):
-    if tracemalloc.is_tracing():
-        pytest.skip("tracemalloc already runs in this test process")
+    assert not tracemalloc.is_tracing()  # conftest stops what an earlier test started
     recycler = recyclers(FakeWorker(), SharedState())
     assert recycler.growth.arming is None
     over_threshold(recycler)
