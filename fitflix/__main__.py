@@ -9,7 +9,14 @@ from pathlib import Path
 
 from fitflix.memory.portable import own_private_bytes, own_rss_bytes
 from fitflix.memory.service import measure_container
-from fitflix.serving.sizing import MIB, PlanError, budget_problem, make_plan, with_app_baseline
+from fitflix.serving.sizing import (
+    FRESH_WORKER_ALLOWANCE_MB,
+    MIB,
+    PlanError,
+    budget_problem,
+    make_plan,
+    with_app_baseline,
+)
 from fitflix.settings import SettingsError, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -51,6 +58,12 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
             f"{plan.memory_multiple_source}"
             if plan.memory_multiple and plan.app_baseline_mb
             else plan.memory_multiple_source,
+        ),
+        (
+            "recycle order",
+            "replace, then retire" if plan.replace_first else "retire, then replace",
+            f"RECYCLE_REPLACE_FIRST; the replacement boots first where one more fresh worker "
+            f"({FRESH_WORKER_ALLOWANCE_MB} MB) fits under the critical level",
         ),
         ("worker hard cap", f"{plan.worker_hard_cap_mb} MB", "budget + (critical - warn level) / workers"),
         ("master reserve", f"{plan.master_reserve_mb} MB", "measured master + shared pages"),
