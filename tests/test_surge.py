@@ -67,6 +67,7 @@ class FakeArbiter:
 
     def handle_hup(self) -> None:
         self.reloads += 1
+        self.manage_workers()  # gunicorn's reload ends with it: no replacement may start there
 
     def boot(self, pid: int) -> None:
         """The worker ran post_worker_init: it holds a shared slot."""
@@ -211,6 +212,16 @@ def test_sighup_during_a_surge_leaves_the_replacement_to_the_reload():
     arbiter.handle_hup()
     assert arbiter.reloads == 1
     assert surge.current is None and shared.surge_old() == 0 and shared.surge_request() == 0
+
+
+def test_a_request_that_comes_during_a_reload_waits_for_the_loop_after_it():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    shared.request_surge(OLD)
+    arbiter.handle_hup()  # the wrapped one: its manage_workers does not take the request
+    assert surge.current is None and shared.surge_request() == OLD and arbiter.num_workers == 1
+    assert surge.reloading is False
+    arbiter.manage_workers()  # the loop's next turn does
+    assert surge.current is not None and arbiter.num_workers == 2
 
 
 def test_a_request_from_a_worker_already_gone_is_dropped():

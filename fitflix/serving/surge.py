@@ -78,6 +78,7 @@ class Surge:
         self.clock = clock
         self.current: Replacement | None = None
         self.own_change = False  # set while the surge itself moves num_workers
+        self.reloading = False
         self.replaced = 0  # replacements that booted before their old worker left
 
     def install(self) -> None:
@@ -90,7 +91,11 @@ class Surge:
 
         def hup() -> None:
             self.abandon()
-            handle_hup()
+            self.reloading = True  # the reload's own manage_workers must not start a replacement
+            try:
+                handle_hup()
+            finally:
+                self.reloading = False
 
         self.server.manage_workers = managed
         self.server.handle_hup = hup
@@ -103,6 +108,8 @@ class Surge:
             self.own_change = False
 
     def step(self) -> None:
+        if self.reloading:
+            return
         current = self.current
         if current is None:
             self._take_request()
