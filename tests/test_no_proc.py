@@ -76,16 +76,18 @@ def test_defaults_start_and_health_answers_with_the_hosts_limit(live_server, no_
 
 
 def test_a_leaking_app_is_recycled_without_proc(live_server, no_proc):
-    server = live_server({"MAX_MEMORY_MB": "256"}, app=LEAKS, prefix=no_proc)
+    # 512, not less: a server on getrusage's peak starts at the peak of whatever started it (ru_maxrss
+    # survives fork and exec), and this test runner's peak reaches 160-200 MB by the time this runs.
+    server = live_server({"MAX_MEMORY_MB": "512"}, app=LEAKS, prefix=no_proc)
     first_worker = server.worker_pids()
 
-    result = run_load(server.port, "/leak?mb=2", requests=250, clients=2, time_limit_s=90)
+    result = run_load(server.port, "/leak?mb=2", requests=450, clients=2, time_limit_s=90)
 
     assert result.unsent == 0
-    assert result.statuses == {200: 250}
+    assert result.statuses == {200: 450}
     poll_until(lambda: MEMORY_RECYCLE.search(server.log()), 10, "a memory recycle line")
     status, body = server.get_json("/health/memory")
     assert status == 200
-    assert body["recycles"]["memory"] >= 2  # 500 MB leaked through a 256 MB limit
-    assert body["requestsServed"] >= 250
+    assert body["recycles"]["memory"] >= 2  # 900 MB leaked through a 361 MB budget
+    assert body["requestsServed"] >= 450
     assert server.worker_pids() != first_worker

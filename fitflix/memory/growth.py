@@ -15,8 +15,11 @@ at. Frozen objects are never walked, at boot or at report: touching them writes
 their refcounts and unshares copy-on-write pages. What that misses: items
 added after fork to a container made before it (a module-level list or dict
 cache) are seen only when they are containers themselves; the str or bytes
-appended to a frozen list are not. tracemalloc's sites cover that case, as
-they cover every allocation made while tracing.
+appended to a frozen list are not. Nor is a dict that holds only str, bytes
+or numbers, wherever it was made: CPython's gc does not track such a dict, so
+nothing tracked leads to it (a module-level `{str: str}` cache of 148 MB
+showed as `str +1372`, BENCHMARKS.md part 17). tracemalloc's sites cover
+those cases, as they cover every allocation made while tracing.
 
 Untracked referents are found with `gc.get_referents`, and the str keys of
 dicts (which gc does not visit) by walking the keys. Each untracked object is

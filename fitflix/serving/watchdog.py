@@ -51,10 +51,13 @@ CLEANUP_SIGNAL = signal.SIGURG
 # smaps_rollup costs about 0.4 ms: a worker reads its own at most this often.
 USS_READ_INTERVAL_S = 1.0
 
-# A report of what grew may copy tracemalloc's table into Python objects: at most this share of the
-# room left below the worker's hard cap, and at most REPORT_MAX_TRACE_BYTES.
-REPORT_ROOM_SHARE = 0.25
-REPORT_MAX_TRACE_BYTES = 64 * MIB
+# A report of what grew copies tracemalloc's table into Python objects, and its peak is about 3.6 x
+# what tracemalloc holds (400,000 live blocks: tracemalloc 20.2 MB, the report +72.9 MB and 1.8 s;
+# BENCHMARKS.md, part 17). So the table is copied only while it holds at most an eighth of the room
+# left below the worker's hard cap (the report's peak then under half of it) and at most 8 MB
+# (about 160,000 blocks, 0.7 s); else the sites are skipped, with a note, and the other figures stay.
+REPORT_ROOM_SHARE = 1 / 8
+REPORT_MAX_TRACE_BYTES = 8 * MIB
 
 # A worker that asked to be replaced first and heard nothing in this long leaves on its own
 # (the master gives a replacement BOOT_TIMEOUT_S to boot, then retires the old worker anyway).
