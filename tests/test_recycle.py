@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -89,6 +90,12 @@ YOUNG = MIN_WORKER_LIFETIME_S / 2
         pytest.param(350 * MIB, 100 * MIB, OLD, LIMITS, RECYCLE, id="past threshold"),
         pytest.param(350 * MIB, 100 * MIB, YOUNG, LIMITS, KEEP, id="past threshold but too young"),
         pytest.param(350 * MIB, 100 * MIB, MIN_WORKER_LIFETIME_S, LIMITS, RECYCLE, id="exactly old enough"),
+        pytest.param(
+            350 * MIB, 100 * MIB, YOUNG, replace(LIMITS, boot_uss_bytes=149 * MIB), RECYCLE, id="young, but it grew"
+        ),
+        pytest.param(
+            350 * MIB, 100 * MIB, YOUNG, replace(LIMITS, boot_uss_bytes=150 * MIB), KEEP, id="young, born near it"
+        ),
         pytest.param(400 * MIB, 100 * MIB, OLD, LIMITS, URGENT, id="at hard cap"),
         pytest.param(450 * MIB, 100 * MIB, YOUNG, LIMITS, URGENT, id="past hard cap even when young"),
         pytest.param(450 * MIB, 100 * MIB, 0.0, NO_DATA_LIMIT, URGENT, id="past hard cap without data limit"),

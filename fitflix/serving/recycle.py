@@ -32,6 +32,15 @@ class WorkerLimits:
     hard_cap_bytes: int  # past this: recycle at once, whatever other workers do
     data_limit_bytes: int | None  # the backstop's RLIMIT_DATA, when set
     min_lifetime_s: float = MIN_WORKER_LIFETIME_S
+    # Its USS at boot. The minimum lifetime guards against a worker born at or near its threshold
+    # flapping; one born far below it that has grown past it is a leak, whatever its age (a leak of
+    # 100 MB/s crossed a 80 MB threshold at 0.4 s and met its hard cap before 2 s: always the urgent
+    # path, never a replacement first; BENCHMARKS.md part 5). None: treated as born near it.
+    boot_uss_bytes: int | None = None
+
+
+# A worker born with less than this share of its threshold is not held back by the minimum lifetime.
+BORN_FAR_BELOW_FRACTION = 0.5
 
 
 def draw_threshold(budget_mb: int, rng: random.Random) -> int:
@@ -83,9 +92,15 @@ def memory_verdict(uss_bytes: int, data_bytes: int, age_s: float, limits: Worker
         return URGENT
     if limits.data_limit_bytes is not None and data_bytes >= limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION:
         return URGENT
-    if uss_bytes >= limits.threshold_bytes and age_s >= limits.min_lifetime_s:
+    if uss_bytes >= limits.threshold_bytes and (age_s >= limits.min_lifetime_s or _born_far_below(limits)):
         return RECYCLE
     return KEEP
+
+
+def _born_far_below(limits: WorkerLimits) -> bool:
+    return (
+        limits.boot_uss_bytes is not None and limits.boot_uss_bytes < limits.threshold_bytes * BORN_FAR_BELOW_FRACTION
+    )
 
 
 def surge_fits(used_bytes: int | None, fresh_worker_bytes: int, critical_bytes: int) -> bool:

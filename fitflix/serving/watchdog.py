@@ -106,6 +106,7 @@ class WorkerRecycler:
         rss, _data = self.read()
         uss = self._read_uss() or rss
         self.last_uss = (self.started, uss, rss)
+        self.boot_uss_bytes = uss
         stack_bytes = resource.getrlimit(resource.RLIMIT_STACK)[0]
         if stack_bytes == resource.RLIM_INFINITY:
             stack_bytes = 8 * MIB
@@ -155,6 +156,7 @@ class WorkerRecycler:
             threshold_bytes=draw_threshold(plan.worker_budget_mb, random.Random(self.threshold_seed)),
             hard_cap_bytes=hard_cap,
             data_limit_bytes=data_limit,
+            boot_uss_bytes=self.boot_uss_bytes,
         )
         self._unread = 0
 
