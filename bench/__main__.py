@@ -33,9 +33,11 @@ from bench import (
     concurrency,
     cpu,
     footprint,
+    growth,
     health_cost,
     leak,
     neighbours,
+    no_limit,
     overhead,
     plots,
     portable,
@@ -70,6 +72,8 @@ PARTS = {
     13: profiles,
     14: cpu,
     15: small_instance,
+    16: no_limit,
+    17: growth,
 }
 log = logging.getLogger("bench")
 

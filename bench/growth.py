@@ -29,7 +29,8 @@ import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import peers
+from bench import peers, plots
+from bench.fitflix_log import Recycle, parse_recycles
 from bench.load import Sample, run_clients, throughput
 from bench.overhead import worker_cpu_s
 from bench.report import Part, Target
@@ -39,6 +40,7 @@ from fitflix.memory.growth import (
     ARM_FRACTION,
     DEFAULT_MAX_TRACEMALLOC_BYTES,
     DEFAULT_REPORT_TIME_LIMIT_S,
+    NATIVE_SHARE_PERCENT,
     GrowthWatch,
 )
 from fitflix.memory.process import read_smaps_rollup
@@ -79,9 +81,6 @@ SMALL_SHARE_PERCENT = 25.0  # fragmentation: a Python share this small says "not
 BIG_SITE_SHARE = 0.25  # fragmentation: a site holding this share of the growth since arming is a big live site
 
 ARMED = re.compile(r"Worker (\d+): past \d+% of its threshold; tracing allocations")
-RECYCLED = re.compile(
-    r"Recycling worker pid=(\d+) reason=([\w-]+) rss=([\d.]+)MB uss=([\d.]+)MB .*threshold=([\d.]+)MB"
-)
 
 
 @dataclass(frozen=True)
@@ -218,24 +217,9 @@ def armed_pids(records: list[dict]) -> list[int]:
     return [int(match.group(1)) for record in records if (match := ARMED.search(str(record.get("message", ""))))]
 
 
-@dataclass(frozen=True)
-class Recycle:
-    pid: int
-    reason: str
-    rss_mb: float
-    uss_mb: float
-    threshold_mb: float
-
-
 def recycles(records: list[dict]) -> list[Recycle]:
     """Each 'Recycling worker' line (watchdog.py), in log order."""
-    found = []
-    for record in records:
-        match = RECYCLED.search(str(record.get("message", "")))
-        if match:
-            pid, reason, rss, uss, threshold = match.groups()
-            found.append(Recycle(int(pid), reason, float(rss), float(uss), float(threshold)))
-    return found
+    return parse_recycles("\n".join(str(record.get("message", "")) for record in records))
 
 
 # -- whether it is right -------------------------------------------------------------------------------------------
@@ -571,6 +555,7 @@ def run(scale: Scale) -> Part:
             )
 
     judged: list[tuple[Leak, Judgement | None]] = []
+    python_shares: list[tuple[Leak, float]] = []
     report_ms: list[float] = []
     failed = oom_kills = 0
     for leak in leaks:
@@ -592,6 +577,7 @@ def run(scale: Scale) -> Part:
             judged.append((leak, None))
             continue
         report = reports[0]
+        python_shares.append((leak, report.get("pythonSharePercent") or 0.0))
         judgement = judge(leak.expected, report)
         judged.append((leak, judgement))
         report_ms.append(report["reportMs"])
@@ -621,6 +607,25 @@ def run(scale: Scale) -> Part:
                 f"{leak.name}: verdict native: Python holds {_mb(report['tracedBytes'])} of the "
                 f"{_mb(report['growthSinceArmBytes'])} grown since tracing began"
             )
+
+    shares = [(leak.name, report_share) for leak, report_share in python_shares]
+    if shares:
+        part.pictures.append(
+            plots.bars(
+                "part17-growth",
+                "What each report found: the share of the growth since tracing began that Python objects hold",
+                plots.Bars(
+                    [name for name, _share in shares],
+                    {"Python holds": [share for _name, share in shares]},
+                    "% of the USS growth since tracing began",
+                    references=[(100 - NATIVE_SHARE_PERCENT, "below: native memory or fragmentation")],
+                    digits=0,
+                ),
+                alt="For each known leak, the share of its worker's USS growth since tracing began that Python "
+                "objects hold: high for the list, the cache and the library leak, near zero for the C malloc "
+                "leak and for fragmentation.",
+            )
+        )
 
     log.info("part 17: tracing cost")
     try:

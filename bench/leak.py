@@ -9,6 +9,7 @@ import time
 import psutil
 
 from bench import peers, plots
+from bench.fitflix_log import parse_recycles, recycle_summary, surge_counts, without_reasons
 from bench.footprint import expected_workers
 from bench.load import Sample, percentile, run_clients
 from bench.report import Part, Target
@@ -169,6 +170,8 @@ def run(scale: Scale) -> Part:
                     settle_granian(running, expected_workers(peer))
                     oom_kills, peak = running.oom_kills(), running.peak_bytes()
                     recycle_lines = running.log().count("Recycling worker pid=")
+                    surge, no_room = surge_counts(running.log()), without_reasons(running.log())
+                    recycles = recycle_summary(parse_recycles(running.log()))
                     granian_note = granian_events(running.log(), running.exit_code())
         except Exception as error:
             log.exception("part 3: %s failed", peer.name)
@@ -194,7 +197,15 @@ def run(scale: Scale) -> Part:
             len(pids),
             f"{elapsed:.0f}",
         )
-        if recycle_lines:
+        if peer.kind == "fitflix":
+            why = f" (the first: '{no_room[0]}')" if no_room else ""
+            part.notes.append(
+                f"{peer.name}: {recycle_lines} 'Recycling worker' log lines ({recycles}: a worker younger than that "
+                f"leaves for memory only past its hard cap or data limit, at once, with no replacement first); the "
+                f"master's: {surge.text()}{why} ('Worker NEW serves; retiring worker OLD' vs 'Retiring worker OLD "
+                f"without a replacement first'), {surge.asked} 'Replacing worker' lines"
+            )
+        elif recycle_lines:
             part.notes.append(f"{peer.name}: {recycle_lines} 'Recycling worker' log lines")
         if peer.kind == "granian":
             part.notes.append(f"{peer.name}: {oom_kills} OOM kills in the cgroup; its log: {granian_note}")

@@ -320,6 +320,85 @@ def memory_over_time(
     return _save(fig, name, alt or title, ["peer", "limit_mb", "t_s", "usage_mb", "kind"], rows)
 
 
+@_styled
+def memory_mb_over_time(
+    name: str,
+    title: str,
+    traces: Sequence[Trace],
+    references: Sequence[tuple[float, str]] = (),
+    xlabel: str = "seconds since the load started; each panel its own time span",
+    alt: str = "",
+) -> Picture:
+    """Part 16, where no limit exists: a panel per peer, its cgroup's usage in MB (no limit to divide by), the
+    `references` (MB, label) as dashed lines, its new workers and OOM kills marked; the panels share the MB axis,
+    each has its own time span (a leak at full speed lasts seconds, a slow one longer)."""
+    fig, axes = _figure(1.0 + 1.3 * len(traces), rows=len(traces), sharey=True)
+    style = colours(trace.peer for trace in traces)
+    highest = max([usage for trace in traces for usage in trace.usage_mb] + [mb for mb, _label in references] + [1.0])
+    dashes = ((0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+    for ax, trace in zip(axes, traces, strict=True):
+        colour, _dash = style[trace.peer]
+        (line,) = ax.plot(trace.t_s, trace.usage_mb, color=colour, linewidth=1.2, zorder=3)
+        line.set_gid(f"trace-{slug(trace.peer)}")
+
+        def usage_at(t_s: float, trace: Trace = trace) -> float:
+            before = [usage for when, usage in zip(trace.t_s, trace.usage_mb, strict=True) if when <= t_s]
+            return before[-1] if before else (trace.usage_mb[0] if trace.usage_mb else 0.0)
+
+        if trace.new_worker_s:
+            births = ax.scatter(
+                trace.new_worker_s,
+                [usage_at(t) for t in trace.new_worker_s],
+                marker="o",
+                s=16,
+                facecolors="white",
+                edgecolors=colour,
+                linewidths=1.1,
+                zorder=4,
+            )
+            births.set_gid(f"new-worker-{slug(trace.peer)}")
+        if trace.oom_kill_s:
+            kills = ax.scatter(
+                trace.oom_kill_s, [usage_at(t) for t in trace.oom_kill_s], marker="x", s=30, color=BLACK, zorder=5
+            )
+            kills.set_gid(f"oom-{slug(trace.peer)}")
+        for index, (level, label) in enumerate(references):
+            ax.axhline(level, color=GREY, linestyle=dashes[index % len(dashes)], linewidth=0.8, zorder=2).set_gid(
+                f"level-{slug(trace.peer)}-{slug(label)}"
+            )
+            ax.annotate(
+                label,
+                (1.0, level),
+                xycoords=("axes fraction", "data"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7.5,
+                color=GREY,
+            )
+        summary = f"{len(trace.oom_kill_s)} OOM kills, {len(trace.new_worker_s)} new workers"
+        ax.set_title(f"{trace.peer}: {summary}", fontsize=8.5, color=colour, fontweight="bold", pad=2)
+        ax.set_xlim(0, max((trace.t_s[-1] if trace.t_s else 0.0) * 1.01, 0.1))
+    axes[0].set_ylim(0, highest * 1.12)
+    axes[-1].set_xlabel(xlabel)
+    fig.supylabel("cgroup memory usage, MB (no limit)", fontsize=9.5)
+    handles = [
+        axes[0].scatter([], [], marker="x", color=BLACK, label="OOM kill"),
+        axes[0].scatter([], [], marker="o", facecolors="white", edgecolors=GREY, label="new worker started"),
+    ]
+    fig.suptitle(wrapped(title), x=0.01, ha="left", fontsize=10.5)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, -0.02), ncol=2)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    rows: list[list[object]] = []
+    for trace in traces:
+        samples = zip(trace.t_s, trace.usage_mb, strict=True)
+        rows += [[trace.peer, _round(t), _round(usage, 2), "sample"] for t, usage in samples]
+        rows += [[trace.peer, _round(t), "", "new_worker"] for t in trace.new_worker_s]
+        rows += [[trace.peer, _round(t), "", "oom_kill"] for t in trace.oom_kill_s]
+    rows += [["", "", _round(level, 2), f"reference: {label}"] for level, label in references]
+    return _save(fig, name, alt or title, ["peer", "t_s", "usage_mb", "kind"], rows)
+
+
 # -- the recycle gap (part 5) --------------------------------------------------------------------------------------
 
 

@@ -47,6 +47,7 @@ class Peer:
     env: dict[str, str] = field(default_factory=dict)  # fitflix settings
     args: tuple[str, ...] = ()  # extra flags of a peer that is not fitflix
     limit_mb: int | None = 512  # the peer's own memory cgroup; None: none
+    no_memory_limit: bool = False  # True: its own cgroup limits nothing (limit_mb unused) but counts usage and kills
     cpus: float | None = None  # a CPU quota on that cgroup (0.1: Render's free instance); None: none
     cpu_list: str | None = None  # pinned with `taskset -c` to these CPUs ("0"); None: not pinned
     prefix: tuple[str, ...] = ()  # fitflix: a command gunicorn runs under, such as NO_PROC (inside the cgroup)
@@ -317,16 +318,32 @@ class MemorySampler:
 
 _running: list[Running] = []
 
+PLACEHOLDER_LIMIT_MB = 512  # what an unlimited cgroup is created with, lifted before anything runs in it
+
+
+def unlimited_cgroup(prefix: str = "fitflix-bench", cpus: float | None = None, cpu_accounting: bool = False):
+    """A memory cgroup of our own with no limit (v1 `-1`, v2 `max`): the service reads no limit there (v1 shows
+    the largest page-aligned value, which fitflix/memory/cgroup.py takes for none) unless a parent has one, and
+    the kernel still counts its usage, its peak and its OOM kills."""
+    cgroup = MemoryCgroup.create(PLACEHOLDER_LIMIT_MB, prefix=prefix, cpus=cpus, cpu_accounting=cpu_accounting)
+    limit_file, no_limit = ("memory.limit_in_bytes", "-1") if cgroup.version == 1 else ("memory.max", "max")
+    try:
+        (cgroup.directory / limit_file).write_text(no_limit)
+    except BaseException:
+        cgroup.remove()
+        raise
+    return cgroup
+
 
 def start(peer: Peer) -> Running:
     """Start `peer` inside a fresh memory cgroup of `peer.limit_mb`; raise with the log on failure."""
-    cgroup = (
-        MemoryCgroup.create(
-            peer.limit_mb, prefix="fitflix-bench", cpus=peer.cpus, cpu_accounting=peer.cpu_list is not None
-        )
-        if peer.limit_mb
-        else None
-    )
+    accounting = peer.cpu_list is not None
+    if peer.no_memory_limit:
+        cgroup = unlimited_cgroup(cpus=peer.cpus, cpu_accounting=accounting)
+    elif peer.limit_mb:
+        cgroup = MemoryCgroup.create(peer.limit_mb, prefix="fitflix-bench", cpus=peer.cpus, cpu_accounting=accounting)
+    else:
+        cgroup = None
     if peer.kind == "plain":
         server: LiveServer | PeerServer = PlainGunicorn(peer, cgroup)
     elif peer.kind == "uwsgi":

@@ -78,7 +78,9 @@ def test_the_reports_the_armed_workers_and_the_recycles_are_read_from_the_record
     records = growth.json_records(LOG)
     assert growth.growth_reports(records) == [report()]
     assert growth.armed_pids(records) == [17797, 17900]
-    assert growth.recycles(records) == [growth.Recycle(17797, "memory", 186.2, 163.2, 148.5)]
+    assert [(r.pid, r.reason, r.rss_mb, r.uss_mb, r.threshold_mb) for r in growth.recycles(records)] == [
+        (17797, "memory", 186.2, 163.2, 148.5)
+    ]
 
 
 def test_no_report_in_a_log_without_one():
