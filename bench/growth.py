@@ -63,7 +63,7 @@ ENV = {
 }
 CLIENTS = 2
 BATCH = 40  # leak requests between two looks at the log
-PACE_MS = 20  # each leak request sleeps this long: a worker younger than 2 s is not recycled below its cap
+PACE_MS = 20  # each leak request sleeps this long, so that tracing sees several requests before the recycle
 REPORT_WAIT_S = 20.0  # after the last batch: the recycled worker reports after its last request
 COST_PATH = "/health/ready"
 COST_CONNECTIONS = 8  # the default thread count

@@ -2,8 +2,8 @@
 
 Each leak keeps what it makes for the life of the worker, in a module-level
 container made at import (in the gunicorn master, before fork, as an app's own
-caches are), and each request then sleeps `ms` so a leak goes at a pace (a
-worker younger than 2 s is not recycled below its hard cap):
+caches are), and each request then sleeps `ms` so a leak goes at a pace
+(tracing, from 90% of the threshold, then sees several requests):
 
 - /grow/list?kb=K&n=N: N bytes of K KiB each appended to a list, at the line
   marked `leak: list`;

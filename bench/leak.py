@@ -200,8 +200,7 @@ def run(scale: Scale) -> Part:
         if peer.kind == "fitflix":
             why = f" (the first: '{no_room[0]}')" if no_room else ""
             part.notes.append(
-                f"{peer.name}: {recycle_lines} 'Recycling worker' log lines ({recycles}: a worker younger than that "
-                f"leaves for memory only past its hard cap or data limit, at once, with no replacement first); the "
+                f"{peer.name}: {recycle_lines} 'Recycling worker' log lines ({recycles}); the "
                 f"master's: {surge.text()}{why} ('Worker NEW serves; retiring worker OLD' vs 'Retiring worker OLD "
                 f"without a replacement first'), {surge.asked} 'Replacing worker' lines"
             )

@@ -397,10 +397,7 @@ def run(scale: Scale) -> Part:
                 else f"{peer.name}: no request ran"
             )
         if "mb=" in row.path and peer.kind == "fitflix":
-            part.notes.append(
-                f"{peer.name}: {recycle_summary(parse_recycles(server_log))} (a worker younger than that leaves for "
-                "memory only past its hard cap or data limit, at once: no replacement first)"
-            )
+            part.notes.append(f"{peer.name}: {recycle_summary(parse_recycles(server_log))}")
         if len(samples) < row.requests(scale):
             part.notes.append(
                 f"{peer.name}: stopped at the {scale.recycle_time_limit_s:g} s time bound after {len(samples)} requests"

@@ -156,3 +156,37 @@ def test_memory_page_in_chromium_matches_the_json_and_keeps_updating(live_server
     assert len(polls) >= 3
     assert all(request.url == f"{origin}/health/memory" for request in polls)
     assert all(request.headers.get("accept") == "application/json" for request in polls)
+
+
+GROWTH_ITEMS = (
+    """() => [...document.querySelectorAll("#growth li")].map((item) => [item.dataset.pid || "", item.textContent])"""
+)
+
+
+def test_the_memory_page_shows_what_grew_in_a_worker_recycled_for_memory(live_server, chromium_page):
+    from tests.apps.leaky import leak_site
+    from tests.support.load import run_load
+    from tests.support.wait import poll_until
+
+    report_line = re.compile(r"What grew in worker (\d+) \(memory\)")
+
+    server = live_server({"WORKER_MAX_MEMORY_MB": "120", "MAX_REQUESTS": "0"}, app="tests.apps.service_with_leaks:app")
+    page = chromium_page
+    response = page.goto(f"http://127.0.0.1:{server.port}/health/memory")
+    assert response is not None and response.status == 200
+    page.wait_for_function("() => document.querySelectorAll('#growth li').length > 0", timeout=UPDATE_TIMEOUT_MS)
+    assert page.evaluate(GROWTH_ITEMS) == [["", "no worker recycled for memory yet"]]
+    for _round in range(30):
+        assert run_load(server.port, "/leak?mb=1&ms=20", requests=20, clients=2, time_limit_s=60).failed == 0
+        if report_line.search(server.log()):
+            break
+    pid = poll_until(lambda: report_line.search(server.log()), 10, "a report of what grew").group(1)
+    page.wait_for_function(
+        "(pid) => [...document.querySelectorAll('#growth li')].some((item) => item.dataset.pid === pid)",
+        arg=pid,
+        timeout=UPDATE_TIMEOUT_MS,
+    )
+    text = dict(page.evaluate(GROWTH_ITEMS))[pid]
+    assert f"worker {pid}: " in text and f"top site {leak_site()} " in text, text
+    assert "native memory" not in text
+    assert page.evaluate("window.__cspViolations") == []

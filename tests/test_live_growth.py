@@ -6,7 +6,6 @@ known line, and C-level malloc no Python figure sees.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 
@@ -22,13 +21,6 @@ SERVICE = "tests.apps.service_with_leaks:app"
 # The budget is small so that a few dozen 2 MB requests reach it; tracing starts at 90% of the threshold.
 BUDGET = {"WORKER_MAX_MEMORY_MB": "120", "MAX_REQUESTS": "0"}
 REPORT_LINE = re.compile(r"What grew in worker (\d+) \(memory\): (.*)")
-
-
-def leak_line() -> str:
-    """tests/apps/leaky.py:N, N the line that allocates each kept block."""
-    source, first = inspect.getsourcelines(leaky._touched)
-    offset = next(index for index, text in enumerate(source) if "bytearray(megabytes" in text)
-    return f"tests/apps/leaky.py:{first + offset}"
 
 
 def leak_until_reported(server, path: str) -> tuple[int, str]:
@@ -47,7 +39,7 @@ def leak_until_reported(server, path: str) -> tuple[int, str]:
 def test_a_python_leak_is_named_by_its_line_in_the_log_health_memory_and_metrics(live_server):
     server = live_server(BUDGET, app=SERVICE)
     pid, line = leak_until_reported(server, "/leak?mb=1&ms=20")
-    assert f"top sites: {leak_line()} " in line, line
+    assert f"top sites: {leaky.leak_site()} " in line, line
     assert "native memory or fragmentation" not in line
     assert f"Worker {pid}: past 90% of its threshold; tracing allocations" in server.log()
 
@@ -58,7 +50,7 @@ def test_a_python_leak_is_named_by_its_line_in_the_log_health_memory_and_metrics
     growth = poll_until(reported, 10, "the report in /health/memory")
     report = next(entry for entry in growth["last"] if entry["pid"] == pid)
     assert report["verdict"] == "python" and report["reason"] == "memory"
-    assert report["sites"][0]["where"] == leak_line()
+    assert report["sites"][0]["where"] == leaky.leak_site()
     assert report["sites"][0]["kb"] >= 1024  # at least one 1 MiB block still alive since tracing began
     assert report["pythonSharePercent"] >= 50
     metrics = server.request("GET", "/metrics")[2].decode()
@@ -69,7 +61,7 @@ def test_a_native_leak_is_said_to_be_native(live_server):
     server = live_server(BUDGET, app=SERVICE)
     _pid, line = leak_until_reported(server, "/native?mb=1&ms=20")
     assert "is native memory or fragmentation (not Python objects)" in line, line
-    assert leak_line() not in line
+    assert leaky.leak_site() not in line
 
 
 def test_with_json_logs_the_report_is_a_json_field(live_server):
@@ -82,5 +74,5 @@ def test_with_json_logs_the_report_is_a_json_field(live_server):
     assert records, server.log()[-2000:]
     record = records[0]
     assert record["message"].startswith(f"What grew in worker {record['growth']['pid']} (memory)")
-    assert record["growth"]["sites"][0]["where"] == leak_line()
+    assert record["growth"]["sites"][0]["where"] == leaky.leak_site()
     assert "/work/" not in json.dumps(record["growth"]), "an absolute path in the report"
