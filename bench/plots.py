@@ -88,6 +88,20 @@ def directory() -> Path:
     return _directory if _directory is not None else use_directory(Path(tempfile.mkdtemp(prefix="fitflix-figures-")))
 
 
+def _label_at_right_edge(ax, label: str, level: float, colour: str) -> None:
+    """A level line's label just past the right edge of the axes, at its height."""
+    ax.annotate(
+        label,
+        (1.0, level),
+        xycoords=("axes fraction", "data"),
+        xytext=(4, 0),
+        textcoords="offset points",
+        va="center",
+        fontsize=7.5,
+        color=colour,
+    )
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "series"
 
@@ -255,16 +269,7 @@ def memory_over_time(
                 f"level-{slug(trace.peer)}-{slug(label)}"
             )
             if level == 100.0:
-                ax.annotate(
-                    label,
-                    (1.0, level),
-                    xycoords=("axes fraction", "data"),
-                    xytext=(4, 0),
-                    textcoords="offset points",
-                    va="center",
-                    fontsize=7.5,
-                    color=level_colour,
-                )
+                _label_at_right_edge(ax, label, level, level_colour)
         for when, label in events:
             ax.axvline(when, color=GREY, linewidth=0.8, linestyle=(0, (2, 2)), zorder=1).set_gid(
                 f"event-{slug(trace.peer)}-{slug(label)}"
@@ -366,16 +371,7 @@ def memory_mb_over_time(
             ax.axhline(level, color=GREY, linestyle=dashes[index % len(dashes)], linewidth=0.8, zorder=2).set_gid(
                 f"level-{slug(trace.peer)}-{slug(label)}"
             )
-            ax.annotate(
-                label,
-                (1.0, level),
-                xycoords=("axes fraction", "data"),
-                xytext=(4, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=7.5,
-                color=GREY,
-            )
+            _label_at_right_edge(ax, label, level, GREY)
         summary = f"{len(trace.oom_kill_s)} OOM kills, {len(trace.new_worker_s)} new workers"
         ax.set_title(f"{trace.peer}: {summary}", fontsize=8.5, color=colour, fontweight="bold", pad=2)
         ax.set_xlim(0, max((trace.t_s[-1] if trace.t_s else 0.0) * 1.01, 0.1))
