@@ -88,6 +88,14 @@ def directory() -> Path:
     return _directory if _directory is not None else use_directory(Path(tempfile.mkdtemp(prefix="fitflix-figures-")))
 
 
+def _mark_new_workers(ax, peer: str, times_s, heights, colour: str) -> None:
+    """An open circle where each new worker appeared (none: nothing drawn)."""
+    if times_s:
+        ax.scatter(
+            times_s, heights, marker="o", s=16, facecolors="white", edgecolors=colour, linewidths=1.1, zorder=4
+        ).set_gid(f"new-worker-{slug(peer)}")
+
+
 def _label_at_right_edge(ax, label: str, level: float, colour: str) -> None:
     """A level line's label just past the right edge of the axes, at its height."""
     ax.annotate(
@@ -247,18 +255,7 @@ def memory_over_time(
                 zorder=5,
             )
             kills.set_gid(f"oom-{slug(trace.peer)}")
-        if trace.new_worker_s:
-            births = ax.scatter(
-                trace.new_worker_s,
-                [trace.percent_at(t) for t in trace.new_worker_s],
-                marker="o",
-                s=16,
-                facecolors="white",
-                edgecolors=colour,
-                linewidths=1.1,
-                zorder=4,
-            )
-            births.set_gid(f"new-worker-{slug(trace.peer)}")
+        _mark_new_workers(ax, trace.peer, trace.new_worker_s, [trace.percent_at(t) for t in trace.new_worker_s], colour)
         levels = [
             (100.0, f"limit {trace.limit_mb:g} MB", BLACK, "solid"),
             (critical_percent, f"critical {critical_percent:g}%", GREY, (0, (1, 1.5))),
@@ -350,18 +347,7 @@ def memory_mb_over_time(
             before = [usage for when, usage in zip(trace.t_s, trace.usage_mb, strict=True) if when <= t_s]
             return before[-1] if before else (trace.usage_mb[0] if trace.usage_mb else 0.0)
 
-        if trace.new_worker_s:
-            births = ax.scatter(
-                trace.new_worker_s,
-                [usage_at(t) for t in trace.new_worker_s],
-                marker="o",
-                s=16,
-                facecolors="white",
-                edgecolors=colour,
-                linewidths=1.1,
-                zorder=4,
-            )
-            births.set_gid(f"new-worker-{slug(trace.peer)}")
+        _mark_new_workers(ax, trace.peer, trace.new_worker_s, [usage_at(t) for t in trace.new_worker_s], colour)
         if trace.oom_kill_s:
             kills = ax.scatter(
                 trace.oom_kill_s, [usage_at(t) for t in trace.oom_kill_s], marker="x", s=30, color=BLACK, zorder=5
