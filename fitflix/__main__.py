@@ -14,12 +14,24 @@ from fitflix.serving.sizing import (
     MIB,
     PlanError,
     budget_problem,
+    cgroup_source,
     make_plan,
     with_app_baseline,
 )
 from fitflix.settings import SettingsError, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
+
+
+def cgroup_limit_origin(container) -> str:
+    """Where the cgroup's limit came from, with the file; memory.high says what it is below."""
+    if not container.cgroup_version:
+        return "no memory cgroup"
+    origin = cgroup_source(container.cgroup_version, container.cgroup_limit_file)
+    if container.cgroup_limit_file == "memory.high":
+        below = f"memory.max {container.cgroup_max_bytes // MIB} MB" if container.cgroup_max_bytes else "no memory.max"
+        origin += f", below {below}: the kernel throttles there, so the plan is made for it"
+    return origin
 
 
 def plan_rows(plan, container) -> list[tuple[str, str, str]]:
@@ -34,7 +46,7 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
         (
             "cgroup limit",
             f"{container.cgroup_limit_bytes // MIB} MB" if container.cgroup_limit_bytes else "none",
-            f"cgroup v{container.cgroup_version}" if container.cgroup_version else "no memory cgroup",
+            cgroup_limit_origin(container),
         ),
         ("CPUs", f"{plan.cpus:g}", plan.cpu_source),
         ("clustering", "enabled" if plan.clustering else "disabled", "ENABLE_CLUSTERING"),

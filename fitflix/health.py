@@ -210,6 +210,26 @@ def readiness():
     return _varies(response)
 
 
+# memory.events' keys as /health/memory names them (oom_group_kill only where the kernel counts it, 5.17+).
+EVENT_NAMES = {"high": "high", "max": "max", "oom": "oom", "oom_kill": "oomKill", "oom_group_kill": "oomGroupKill"}
+
+
+def _events(events: dict[str, int] | None) -> dict[str, int] | None:
+    if events is None:
+        return None
+    return {name: events[key] for key, name in EVENT_NAMES.items() if key in events}
+
+
+def _pressure(pressure) -> dict | None:
+    if pressure is None:
+        return None
+    return {
+        kind: {"avg10": line.avg10, "totalUs": line.total_us}
+        for kind, line in pressure.items()
+        if kind in ("some", "full")
+    }
+
+
 def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict, str]:
     """The /health/memory body (Node.js-compatible `memory` block first) and its status."""
     plan = context.plan
@@ -256,6 +276,12 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             "usageBytes": cgroup_memory.usage_bytes,
             "workingSetBytes": cgroup_memory.working_set_bytes,
             "oomKills": cgroup_memory.oom_kills,
+            # v2: the file the limit came from, both limits, the kernel's memory events and stall times.
+            "limitFile": cgroup_memory.limit_file,
+            "memoryMaxBytes": cgroup_memory.max_bytes,
+            "memoryHighBytes": cgroup_memory.high_bytes,
+            "events": _events(cgroup_memory.events),
+            "pressure": _pressure(cgroup_memory.pressure),
             "usedBytes": report.used_bytes,
             "usedSource": report.used_source,
             "neighboursBytes": report.neighbours_bytes,

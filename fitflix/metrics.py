@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from fitflix.access import is_authorized, unauthorized
-from fitflix.health import health_context
+from fitflix.health import EVENT_NAMES, health_context
 from fitflix.serving.recycle import memory_status
 from fitflix.serving.state import CUT_REASONS, REASONS, RUNTIME
 
@@ -79,6 +79,39 @@ class ServiceCollector:
             yield CounterMetricFamily(
                 "fitflix_container_oom_kills", "Kernel OOM kills inside the cgroup", value=cgroup_memory.oom_kills
             )
+        if cgroup_memory.high_bytes is not None:
+            yield GaugeMetricFamily(
+                "fitflix_container_memory_high_bytes",
+                "cgroup v2 memory.high: where the kernel throttles and reclaims (the limit, where below memory.max)",
+                value=cgroup_memory.high_bytes,
+            )
+        if cgroup_memory.events is not None:
+            events = CounterMetricFamily(
+                "fitflix_container_memory_events",
+                "cgroup v2 memory.events: high (throttled at memory.high), max (reached memory.max), oom, oom_kill, "
+                "oom_group_kill (where the kernel counts it)",
+                labels=["event"],
+            )
+            for key in EVENT_NAMES:
+                if key in cgroup_memory.events:
+                    events.add_metric([key], cgroup_memory.events[key])
+            yield events
+        if cgroup_memory.pressure is not None:
+            stalled = CounterMetricFamily(
+                "fitflix_container_memory_pressure_stalled_seconds",
+                "cgroup v2 memory.pressure total: time some (or all, full) tasks stalled waiting for memory",
+                labels=["kind"],
+            )
+            recent = GaugeMetricFamily(
+                "fitflix_container_memory_pressure_avg10_ratio",
+                "cgroup v2 memory.pressure avg10: share of the last 10 s that some (or all, full) tasks stalled",
+                labels=["kind"],
+            )
+            for kind, line in cgroup_memory.pressure.items():
+                stalled.add_metric([kind], line.total_us / 1e6)
+                recent.add_metric([kind], line.avg10 / 100)
+            yield stalled
+            yield recent
 
         if report.service_pss_bytes is not None:  # no PSS where /proc is missing: no sample, rather than 0
             yield GaugeMetricFamily(

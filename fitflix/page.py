@@ -130,6 +130,8 @@ the growth Python objects hold (the rest is native memory or fragmentation).</p>
 <dt>Counted as used</dt><dd id="used-source">–</dd>
 <dt>Not the service's (neighbours)</dt><dd id="neighbours">–</dd>
 <dt>OOM kills</dt><dd id="oom-kills">–</dd>
+<dt>Memory events (v2)</dt><dd id="memory-events">–</dd>
+<dt>Memory pressure (v2: stalled)</dt><dd id="memory-pressure">–</dd>
 <dt>Service PSS</dt><dd id="service-pss">–</dd>
 </dl>
 <p class="muted" id="updated"></p>
@@ -191,12 +193,18 @@ function show(doc) {
   put("thresholds", `Warning at ${t.warnPercent}% (${fmt(mb(t.warnBytes))} MB), `
     + `critical at ${t.criticalPercent}% (${fmt(mb(t.criticalBytes))} MB).`);
   put("cgroup", c.cgroupVersion == null ? "none found" : `v${c.cgroupVersion} ${c.cgroupPath}`);
-  put("cgroup-limit", c.cgroupLimitBytes == null ? "none (unlimited)" : mbText(c.cgroupLimitBytes));
+  put("cgroup-limit", c.cgroupLimitBytes == null ? "none (unlimited)"
+    : mbText(c.cgroupLimitBytes) + (c.limitFile ? ` (${c.limitFile})` : ""));
   put("cgroup-usage", mbText(c.usageBytes));
   put("working-set", mbText(c.workingSetBytes));
   put("used-source", c.usedSource ?? "–");
   put("neighbours", mbText(c.neighboursBytes));
   put("oom-kills", c.oomKills == null ? "–" : String(c.oomKills));
+  put("memory-events", c.events == null ? "– (cgroup v2 only)"
+    : Object.entries(c.events).map(([name, count]) => `${name} ${count}`).join(", "));
+  const stall = (line) => `${fmt(line.avg10, 2)}% of the last 10 s, ${fmt(line.totalUs / 1e6, 1)} s in all`;
+  put("memory-pressure", c.pressure == null ? "– (cgroup v2 only)" : ["some", "full"]
+    .filter((kind) => c.pressure[kind]).map((kind) => `${kind}: ${stall(c.pressure[kind])}`).join("; "));
   put("service-pss", mbText(doc.servicePssBytes));
   put("updated", "Updated " + new Date(doc.timestamp).toLocaleTimeString());
   const rows = doc.processes.map((p) => {

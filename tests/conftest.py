@@ -13,7 +13,7 @@ from fitflix.memory.service import MemoryProbe, measure_container
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
-from tests.fakes import MIB, make_cgroup_v1, make_meminfo, make_proc, smaps_rollup_text
+from tests.fakes import MIB, make_cgroup_v1, make_cgroup_v2, make_meminfo, make_proc, smaps_rollup_text
 from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
 from tests.support.holder import MemoryHolder
 from tests.support.server import LiveServer
@@ -35,9 +35,9 @@ def memory_cgroup():
     """Create child memory cgroups (limit in MB), removed at teardown; skip (fail with FITFLIX_REQUIRE_CGROUP=1)."""
     created: list[MemoryCgroup] = []
 
-    def create(limit_mb: int) -> MemoryCgroup:
+    def create(limit_mb: int, **options) -> MemoryCgroup:
         try:
-            cgroup = MemoryCgroup.create(limit_mb)
+            cgroup = MemoryCgroup.create(limit_mb, **options)
         except CgroupUnavailable as error:
             if REQUIRE_CGROUP:
                 pytest.fail(f"FITFLIX_REQUIRE_CGROUP=1 but no memory cgroup could be made: {error}")
@@ -96,17 +96,29 @@ def standalone_runtime(monkeypatch):
 
 @pytest.fixture
 def fake_machine_app(tmp_path):
-    """Build an app whose MemoryProbe reads a fake 512 MB v1 cgroup (usage as given) and this pid's fake smaps."""
+    """Build an app whose MemoryProbe reads a fake 512 MB v1 (or v2) cgroup (usage as given) and fake smaps."""
 
-    def build(settings: Settings, usage_bytes: int, inactive_file_bytes: int = 0, oom_kill: int = 0):
-        make_cgroup_v1(
-            tmp_path,
-            "/process_api/0123456789abcdef",
-            limit_bytes=512 * MIB,
-            usage=usage_bytes,
-            inactive_file=inactive_file_bytes,
-            oom_kill=oom_kill,
-        )
+    def build(settings: Settings, usage_bytes: int, inactive_file_bytes: int = 0, oom_kill: int = 0, v2=None):
+        """`v2`: a cgroup v2 machine instead, with these make_cgroup_v2 arguments (memory_high, pressure...)."""
+        if v2 is None:
+            make_cgroup_v1(
+                tmp_path,
+                "/process_api/0123456789abcdef",
+                limit_bytes=512 * MIB,
+                usage=usage_bytes,
+                inactive_file=inactive_file_bytes,
+                oom_kill=oom_kill,
+            )
+        else:
+            make_cgroup_v2(
+                tmp_path,
+                "/kubepods.slice/pod42/app",
+                memory_max=512 * MIB,
+                usage=usage_bytes,
+                inactive_file=inactive_file_bytes,
+                oom_kill=oom_kill,
+                **v2,
+            )
         make_meminfo(tmp_path, total_kb=8 * 1024 * 1024)
         make_proc(
             tmp_path,

@@ -131,6 +131,10 @@ def make_cgroup_v1(
     return FakeCgroup(memory_dir, cpu_dir)
 
 
+# memory.pressure (PSI) of a cgroup whose tasks never waited for memory.
+PSI_QUIET = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+
+
 def v2_dir(root: Path, path: str, mount_root: str = "/") -> Path:
     """The folder of cgroup v2 `path` in a fake tree made by `make_cgroup_v2`."""
     return _dir_under(root, V2_MOUNT, mount_root, path)
@@ -141,12 +145,14 @@ def make_cgroup_v2(
     path: str = "/",
     *,
     memory_max: int | str = "max",
+    memory_high: int | str = "max",
     usage: int = 100 * MIB,
     inactive_file: int = 0,
     oom_kill: int = 0,
     cpu_max: str = "max 100000",
     controllers: str = "cpuset cpu io memory hugetlb pids rdma misc",
     mount_root: str = "/",
+    pressure: str | None = PSI_QUIET,
 ) -> FakeCgroup:
     """A cgroup v2 machine: /proc/self/cgroup is `0::path`, the unified hierarchy at /sys/fs/cgroup.
 
@@ -164,6 +170,9 @@ def make_cgroup_v2(
         if ancestor == mount_dir:
             break
     write(directory / "memory.max", f"{memory_max}\n")
+    write(directory / "memory.high", f"{memory_high}\n")
+    if pressure is not None:
+        write(directory / "memory.pressure", pressure)
     write(directory / "memory.current", f"{usage}\n")
     active_file = usage // 4
     anon = max(usage - inactive_file - active_file, 0)

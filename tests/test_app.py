@@ -71,6 +71,41 @@ def test_health_memory_shape_on_this_machine(client):
     assert body["growth"] is None  # no gunicorn, no shared state: nothing recycled to report
 
 
+def test_health_memory_on_v2_plans_for_memory_high_and_reports_events_and_pressure(fake_machine_app):
+    pressure = (
+        "some avg10=31.20 avg60=8.00 avg300=2.00 total=7250000\nfull avg10=4.50 avg60=1.00 avg300=0.20 total=1500000\n"
+    )
+    app = fake_machine_app(
+        Settings(),
+        usage_bytes=340 * MIB,
+        inactive_file_bytes=20 * MIB,
+        oom_kill=1,
+        v2={"memory_high": 400 * MIB, "pressure": pressure},
+    )
+
+    body = app.test_client().get("/health/memory").get_json()
+
+    # working set 320 MB of memory.high's 400 MB (not memory.max's 512): 80 %, WARNING
+    assert (body["memory"]["limit"], body["memory"]["limitSource"], body["memory"]["usage"]) == (
+        400,
+        "cgroup v2 memory.high",
+        80,
+    )
+    assert body["status"] == "WARNING"
+    container = body["container"]
+    assert (container["limitFile"], container["memoryMaxBytes"], container["memoryHighBytes"]) == (
+        "memory.high",
+        512 * MIB,
+        400 * MIB,
+    )
+    assert container["events"] == {"high": 0, "max": 3, "oom": 1, "oomKill": 1, "oomGroupKill": 0}
+    assert container["pressure"] == {
+        "some": {"avg10": 31.2, "totalUs": 7_250_000},
+        "full": {"avg10": 4.5, "totalUs": 1_500_000},
+    }
+    assert container["usedSource"] == "cgroup v2 working set"
+
+
 def test_health_memory_figures_from_a_fake_machine(fake_machine_app):
     app = fake_machine_app(Settings(), usage_bytes=300 * MIB, inactive_file_bytes=44 * MIB, oom_kill=2)
 
@@ -96,6 +131,11 @@ def test_health_memory_figures_from_a_fake_machine(fake_machine_app):
         "usageBytes": 300 * MIB,
         "workingSetBytes": 256 * MIB,
         "oomKills": 2,
+        "limitFile": "memory.limit_in_bytes",
+        "memoryMaxBytes": 512 * MIB,
+        "memoryHighBytes": None,
+        "events": None,  # v2 only
+        "pressure": None,
         "usedBytes": 256 * MIB,
         "usedSource": "cgroup v1 working set",
         "neighboursBytes": (256 - 40) * MIB,  # the working set less the service's PSS

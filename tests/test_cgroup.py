@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fitflix.memory.cgroup import (
+    Pressure,
     cpu_quota,
     find_cgroup,
     host_memory_bytes,
@@ -168,6 +169,79 @@ def test_v2_working_set_and_oom_kills(tmp_path):
     assert memory.usage_bytes == 480 * MIB
     assert memory.working_set_bytes == 400 * MIB
     assert memory.oom_kills == 2
+
+
+def test_v2_memory_high_below_memory_max_is_the_limit_and_says_so(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB, memory_high=384 * MIB)
+
+    memory = read_memory(find_cgroup(tmp_path))
+
+    assert (memory.limit_bytes, memory.limit_file) == (384 * MIB, "memory.high")
+    assert (memory.max_bytes, memory.high_bytes) == (512 * MIB, 384 * MIB)
+
+
+def test_v2_memory_high_above_memory_max_leaves_memory_max_the_limit(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB, memory_high=600 * MIB)
+
+    memory = read_memory(find_cgroup(tmp_path))
+
+    assert (memory.limit_bytes, memory.limit_file, memory.high_bytes) == (512 * MIB, "memory.max", 600 * MIB)
+
+
+def test_v2_a_parents_memory_high_is_the_tightest_on_the_way_up(tmp_path):
+    make_cgroup_v2(tmp_path, "/pod/app", memory_max=1024 * MIB)
+    write(v2_dir(tmp_path, "/pod") / "memory.high", f"{256 * MIB}\n")
+    write(v2_dir(tmp_path, "/pod") / "memory.max", f"{512 * MIB}\n")
+
+    memory = read_memory(find_cgroup(tmp_path))
+
+    assert (memory.limit_bytes, memory.limit_file, memory.max_bytes) == (256 * MIB, "memory.high", 512 * MIB)
+
+
+def test_v2_memory_high_alone_is_a_limit(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", memory_max="max", memory_high=300 * MIB)
+
+    memory = read_memory(find_cgroup(tmp_path))
+
+    assert (memory.limit_bytes, memory.limit_file, memory.max_bytes) == (300 * MIB, "memory.high", None)
+
+
+def test_v1_names_its_limit_file_and_has_no_events_or_pressure(tmp_path):
+    make_cgroup_v1(tmp_path, "/docker/abc", limit_bytes=512 * MIB)
+
+    memory = read_memory(find_cgroup(tmp_path))
+
+    assert (memory.limit_file, memory.max_bytes, memory.high_bytes) == ("memory.limit_in_bytes", 512 * MIB, None)
+    assert (memory.events, memory.pressure) == (None, None)
+
+
+def test_v2_memory_events_and_pressure_are_read(tmp_path):
+    pressure = (
+        "some avg10=12.50 avg60=3.10 avg300=0.70 total=4500000\nfull avg10=2.25 avg60=0.50 avg300=0.10 total=900000\n"
+    )
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB, oom_kill=1, pressure=pressure)
+
+    memory = read_memory(find_cgroup(tmp_path))
+
+    assert memory.events == {"low": 0, "high": 0, "max": 3, "oom": 1, "oom_kill": 1, "oom_group_kill": 0}
+    assert memory.pressure == {"some": Pressure(12.5, 4_500_000), "full": Pressure(2.25, 900_000)}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "some avg10=zero total=1\n", "garbage\n", "full avg10=1.0\n"],
+    ids=["empty", "not-a-number", "no-fields", "no-total"],
+)
+def test_v2_unreadable_pressure_is_none_not_an_error(tmp_path, text):
+    make_cgroup_v2(tmp_path, "/app", pressure=text)
+
+    assert read_memory(find_cgroup(tmp_path)).pressure is None
+
+
+def test_v2_without_a_pressure_file_has_none(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", pressure=None)
+
+    assert read_memory(find_cgroup(tmp_path)).pressure is None
 
 
 def test_working_set_never_goes_below_zero(tmp_path):

@@ -229,6 +229,38 @@ def _samples(text: str) -> dict:
     return samples
 
 
+def test_metrics_on_v2_give_memory_high_events_and_pressure(fake_machine_app):
+    pressure = (
+        "some avg10=31.20 avg60=8.00 avg300=2.00 total=7250000\nfull avg10=4.50 avg60=1.00 avg300=0.20 total=1500000\n"
+    )
+    app = fake_machine_app(
+        Settings(), usage_bytes=340 * MIB, oom_kill=1, v2={"memory_high": 400 * MIB, "pressure": pressure}
+    )
+
+    samples = _samples(app.test_client().get("/metrics").get_data(as_text=True))
+
+    assert samples[("fitflix_memory_limit_bytes", (("source", "cgroup v2 memory.high"),))] == 400 * MIB
+    assert samples[("fitflix_container_memory_high_bytes", ())] == 400 * MIB
+    events = {
+        labels[0][1]: value
+        for (name, labels), value in samples.items()
+        if name == "fitflix_container_memory_events_total"
+    }
+    assert events == {"high": 0, "max": 3, "oom": 1, "oom_kill": 1, "oom_group_kill": 0}
+    assert samples[("fitflix_container_memory_pressure_stalled_seconds_total", (("kind", "some"),))] == 7.25
+    assert samples[("fitflix_container_memory_pressure_stalled_seconds_total", (("kind", "full"),))] == 1.5
+    assert samples[("fitflix_container_memory_pressure_avg10_ratio", (("kind", "some"),))] == 0.312
+
+
+def test_metrics_on_v1_have_no_v2_families(fake_machine_app):
+    app = fake_machine_app(Settings(), usage_bytes=300 * MIB)
+
+    names = {name for name, _labels in _samples(app.test_client().get("/metrics").get_data(as_text=True))}
+
+    assert "fitflix_container_oom_kills_total" in names
+    assert not {name for name in names if "memory_events" in name or "pressure" in name or "memory_high" in name}
+
+
 def test_metrics_parse_and_match_health_memory(fake_machine_app):
     app = fake_machine_app(Settings(), usage_bytes=300 * MIB, inactive_file_bytes=44 * MIB, oom_kill=2)
     client = app.test_client()

@@ -29,11 +29,27 @@ class Cgroup:
 
 
 @dataclass(frozen=True)
+class Pressure:
+    """One line of a PSI file (memory.pressure): the share of the last 10 s that tasks stalled, and all the time."""
+
+    avg10: float  # percent of the last 10 s
+    total_us: int  # microseconds stalled since the cgroup was made
+
+
+@dataclass(frozen=True)
 class CgroupMemory:
     limit_bytes: int | None
     usage_bytes: int | None
     working_set_bytes: int | None
     oom_kills: int | None
+    # The file the limit came from: memory.max or memory.high (v2, the tighter on the way up),
+    # memory.limit_in_bytes (v1); None without a limit.
+    limit_file: str | None = None
+    max_bytes: int | None = None  # where the OOM killer acts: memory.max (v2), the v1 limit
+    high_bytes: int | None = None  # v2's memory.high, where the kernel throttles and reclaims; None: unset
+    # v2's memory.events (high, max, oom, oom_kill, oom_group_kill where the kernel has it); None on v1.
+    events: dict[str, int] | None = None
+    pressure: dict[str, Pressure] | None = None  # v2's memory.pressure: "some" and "full"; None where absent
 
 
 @dataclass(frozen=True)
@@ -163,21 +179,54 @@ def _ancestors(directory: Path, stop: Path) -> list[Path]:
     return chain
 
 
-def memory_limit_bytes(cgroup: Cgroup) -> int | None:
-    """The effective limit: the tightest one on the way up; None for no limit."""
+def _tightest(cgroup: Cgroup, name: str) -> int | None:
+    """The lowest `name` (memory.max, memory.high) from this cgroup up to the mount's root; None: "max" all the way."""
+    limits = [
+        value
+        for directory in _ancestors(cgroup.memory_dir, cgroup.mount_dir)
+        if (value := _read_int(directory / name)) is not None
+    ]
+    return min(limits) if limits else None
+
+
+def memory_limits(cgroup: Cgroup) -> tuple[int | None, str | None, int | None, int | None]:
+    """(the limit to plan for, the file it came from, memory.max, memory.high), each the tightest on the way up.
+
+    On v2 the limit is memory.high where that is set below memory.max: the kernel throttles and
+    reclaims there, so a service sized to memory.max would spend its life stalled. On v1 it is
+    the hierarchical limit. Nones for no limit.
+    """
     if cgroup.memory_dir is None:
-        return None
+        return None, None, None, None
     if cgroup.version == 1:
         limit = _read_keyed(cgroup.memory_dir / "memory.stat").get("hierarchical_memory_limit")
         if limit is None:
             limit = _read_int(cgroup.memory_dir / "memory.limit_in_bytes")
-        return limit if limit is not None and limit < V1_NO_LIMIT_BYTES else None
-    limits = [
-        value
-        for directory in _ancestors(cgroup.memory_dir, cgroup.mount_dir)
-        if (value := _read_int(directory / "memory.max")) is not None
-    ]
-    return min(limits) if limits else None
+        if limit is None or limit >= V1_NO_LIMIT_BYTES:
+            return None, None, None, None
+        return limit, "memory.limit_in_bytes", limit, None
+    maximum, high = _tightest(cgroup, "memory.max"), _tightest(cgroup, "memory.high")
+    if high is not None and (maximum is None or high < maximum):
+        return high, "memory.high", maximum, high
+    return maximum, "memory.max" if maximum is not None else None, maximum, high
+
+
+def memory_limit_bytes(cgroup: Cgroup) -> int | None:
+    """The effective limit (see `memory_limits`); None for no limit."""
+    return memory_limits(cgroup)[0]
+
+
+def read_pressure(path: Path) -> dict[str, Pressure] | None:
+    """A PSI file: {"some": Pressure, "full": Pressure}; None where it cannot be read (v1, PSI off)."""
+    pressure = {}
+    for line in (_read_text(path) or "").splitlines():
+        kind, *fields = line.split()
+        values = dict(field.partition("=")[::2] for field in fields)
+        try:
+            pressure[kind] = Pressure(avg10=float(values["avg10"]), total_us=int(values["total"]))
+        except (KeyError, ValueError):
+            continue
+    return pressure or None
 
 
 def read_memory(cgroup: Cgroup) -> CgroupMemory:
@@ -185,6 +234,7 @@ def read_memory(cgroup: Cgroup) -> CgroupMemory:
     directory = cgroup.memory_dir
     if directory is None:
         return CgroupMemory(None, None, None, None)
+    events = pressure = None
     if cgroup.version == 1:
         usage = _read_int(directory / "memory.usage_in_bytes")
         inactive_file = _read_keyed(directory / "memory.stat").get("total_inactive_file")
@@ -192,11 +242,14 @@ def read_memory(cgroup: Cgroup) -> CgroupMemory:
     else:
         usage = _read_int(directory / "memory.current")
         inactive_file = _read_keyed(directory / "memory.stat").get("inactive_file")
-        oom_kills = _read_keyed(directory / "memory.events").get("oom_kill")
+        events = _read_keyed(directory / "memory.events") or None
+        oom_kills = events.get("oom_kill") if events else None
+        pressure = read_pressure(directory / "memory.pressure")
     working_set = None
     if usage is not None:
         working_set = max(usage - (inactive_file or 0), 0)
-    return CgroupMemory(memory_limit_bytes(cgroup), usage, working_set, oom_kills)
+    limit, limit_file, maximum, high = memory_limits(cgroup)
+    return CgroupMemory(limit, usage, working_set, oom_kills, limit_file, maximum, high, events, pressure)
 
 
 def cpu_quota(cgroup: Cgroup | None) -> float | None:

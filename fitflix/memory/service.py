@@ -63,6 +63,8 @@ def measure_container(root: Path = Path("/"), fallbacks: Fallbacks | None = None
         cpus=cpus,
         cpu_source=cpu_source,
         host_memory_source=host_source,
+        cgroup_limit_file=cgroup_memory.limit_file,
+        cgroup_max_bytes=cgroup_memory.max_bytes,
     )
 
 

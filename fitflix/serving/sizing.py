@@ -62,6 +62,9 @@ class Container:
     cpus: float
     cpu_source: str
     host_memory_source: str = "/proc/meminfo"  # or psutil, or sysconf, where /proc is missing
+    # Which file cgroup_limit_bytes is: memory.max or memory.high (v2), memory.limit_in_bytes (v1).
+    cgroup_limit_file: str | None = None
+    cgroup_max_bytes: int | None = None  # v2's memory.max where memory.high is the (lower) limit
 
 
 class PlanError(ValueError):
@@ -120,13 +123,20 @@ def resolve_limit(settings: Settings, container: Container) -> tuple[int, str]:
     if settings.max_memory_mb is not None:
         return settings.max_memory_mb, "env"
     if container.cgroup_limit_bytes is not None:
-        return container.cgroup_limit_bytes // MIB, f"cgroup v{container.cgroup_version}"
+        return container.cgroup_limit_bytes // MIB, cgroup_source(container.cgroup_version, container.cgroup_limit_file)
     if container.host_memory_bytes is None:
         raise PlanError(
             f"no memory limit could be found: no memory cgroup, and the host's memory is "
             f"{container.host_memory_source}; set MAX_MEMORY_MB (whole MB, at least 64)"
         )
     return container.host_memory_bytes // MIB, "host"
+
+
+def cgroup_source(version: int | None, limit_file: str | None) -> str:
+    """How a cgroup limit is named: "cgroup v1", or on v2 with its file ("cgroup v2 memory.high")."""
+    if version == 2 and limit_file:
+        return f"cgroup v2 {limit_file}"
+    return f"cgroup v{version}"
 
 
 def make_plan(settings: Settings, container: Container) -> Plan:
@@ -143,6 +153,8 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         warnings.append(
             f"MAX_MEMORY_MB={settings.max_memory_mb} is above the cgroup's own limit of {cgroup_limit_mb} MB: "
             "the kernel's OOM killer acts at the cgroup's limit, so usage is judged on the cgroup's working set"
+            if container.cgroup_limit_file != "memory.high"
+            else "the kernel throttles and reclaims at memory.high, so usage is judged on the cgroup's working set"
         )
 
     if settings.web_concurrency is not None:
