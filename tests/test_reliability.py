@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.load import collect, run_load_processes
+from tests.support.load import collect, load_processes
 from tests.support.wait import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.cgroup, pytest.mark.reliability]
@@ -30,18 +30,18 @@ LEAKY = "tests.apps.leaky:app"
 def test_sustained_load_fails_nothing_and_usage_stays_flat(live_server, memory_cgroup):
     cgroup = memory_cgroup(512)
     server = live_server(cgroup=cgroup)
-    clients = run_load_processes(
-        server.port, "/health/memory", requests=2_000_000, processes=2, clients_per_process=16, time_limit_s=60
-    )
     samples: list[tuple[float, int]] = []
-    started = time.monotonic()
-    while any(client.poll() is None for client in clients) and time.monotonic() - started < 90:
-        samples.append((time.monotonic() - started, cgroup.working_set_bytes()))
-        try:
-            clients[0].wait(timeout=1)  # the load runs; sample the cgroup once a second meanwhile
-        except subprocess.TimeoutExpired:
-            pass
-    result = collect(clients, timeout_s=60)
+    with load_processes(
+        server.port, "/health/memory", requests=2_000_000, processes=2, clients_per_process=16, time_limit_s=60
+    ) as clients:
+        started = time.monotonic()
+        while any(client.poll() is None for client in clients) and time.monotonic() - started < 90:
+            samples.append((time.monotonic() - started, cgroup.working_set_bytes()))
+            try:
+                clients[0].wait(timeout=1)  # the load runs; sample the cgroup once a second meanwhile
+            except subprocess.TimeoutExpired:
+                pass
+        result = collect(clients, timeout_s=60)
 
     warm = [usage for at, usage in samples if 10 <= at < 20]
     late = [usage for at, usage in samples if at >= 50]
@@ -59,11 +59,6 @@ def test_sustained_load_fails_nothing_and_usage_stays_flat(live_server, memory_c
 def test_kill_9_of_a_worker_under_load_costs_at_most_its_in_flight_requests(live_server, memory_cgroup):
     server = live_server(cgroup=memory_cgroup(512))
     clients = 16
-    load = run_load_processes(server.port, "/health", 20_000, processes=2, clients_per_process=8, time_limit_s=30)
-    poll_until(lambda: server.log().count('"GET /health') > 500, 10, "the load under way")
-    [victim] = server.worker_pids()
-    os.kill(victim, signal.SIGKILL)  # a worker of the server this test started
-    killed_at = time.monotonic()
 
     def answers_from_a_new_worker() -> bool:
         try:
@@ -71,9 +66,14 @@ def test_kill_9_of_a_worker_under_load_costs_at_most_its_in_flight_requests(live
         except OSError:
             return False
 
-    poll_until(answers_from_a_new_worker, 5, "an answer from the replacement")
-    recovery_s = time.monotonic() - killed_at
-    result = collect(load, timeout_s=60)
+    with load_processes(server.port, "/health", 20_000, processes=2, clients_per_process=8, time_limit_s=30) as load:
+        poll_until(lambda: server.log().count('"GET /health') > 500, 10, "the load under way")
+        [victim] = server.worker_pids()
+        os.kill(victim, signal.SIGKILL)  # a worker of the server this test started
+        killed_at = time.monotonic()
+        poll_until(answers_from_a_new_worker, 5, "an answer from the replacement")
+        recovery_s = time.monotonic() - killed_at
+        result = collect(load, timeout_s=60)
     print(
         f"\nkill -9: answered again after {recovery_s * 1000:.0f} ms; {result.failed} of "
         f"{sum(result.statuses.values())} requests failed ({dict(result.statuses)})"

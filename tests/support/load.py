@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +94,11 @@ def run_load_processes(
     time_limit_s: float,
     keep_alive: bool = True,
 ) -> list:
-    """Start `processes` separate client processes (so the test's own GIL is not the bottleneck)."""
+    """Start `processes` separate client processes (so the test's own GIL is not the bottleneck).
+
+    Use it as `with load_processes(...) as clients:`, so a test that fails before `collect` leaves no
+    client running and no pipe open (an unclosed pipe's ResourceWarning fails a later test).
+    """
     command = [
         sys.executable,
         "-m",
@@ -108,6 +114,19 @@ def run_load_processes(
         subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
         for _ in range(processes)
     ]
+
+
+@contextmanager
+def load_processes(*args, **options) -> Iterator[list]:
+    """`run_load_processes`, and on the way out every client still running is ended (by its pid) and reaped."""
+    popens = run_load_processes(*args, **options)
+    try:
+        yield popens
+    finally:
+        for popen in popens:
+            if popen.poll() is None:
+                popen.kill()
+            popen.communicate()
 
 
 def collect(popens: list, timeout_s: float) -> LoadResult:
