@@ -12,7 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
-from fitflix.memory.cgroup import find_cgroup
+from fitflix.memory.cgroup import find_cgroup, read_pressure
 from tests.support.wait import poll_until
 
 MIB = 1024 * 1024
@@ -25,28 +25,50 @@ class CgroupUnavailable(RuntimeError):
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period: 0.1 CPU is 10 ms of every 100 ms
 
 
+# What a process started by `wrap` runs first under `namespace_root`: a cgroup namespace whose root is this
+# cgroup, and a cgroup2 mount of it at /sys/fs/cgroup, as a pod's container sees (`0::/`). The old mount must
+# go first: mounting over it fails with "already mounted". The mount namespace is private (unshare's default).
+_NAMESPACE_ROOT = 'umount /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
+
+
 class MemoryCgroup:
-    def __init__(self, directory: Path, version: int, cpu_dirs: tuple[Path, ...] = ()) -> None:
+    def __init__(
+        self, directory: Path, version: int, cpu_dirs: tuple[Path, ...] = (), namespace_root: bool = False
+    ) -> None:
         self.directory = directory
         self.version = version
         # v1 only: the sibling cgroups in the cpu and cpuacct hierarchies (v2 has one directory for all).
         self.cpu_dirs = cpu_dirs
+        self.namespace_root = namespace_root  # v2: what runs inside sees this cgroup as its namespace's root
 
     @classmethod
     def create(
-        cls, limit_mb: int, prefix: str = "fitflix-test", cpus: float | None = None, cpu_accounting: bool = False
+        cls,
+        limit_mb: int,
+        prefix: str = "fitflix-test",
+        cpus: float | None = None,
+        cpu_accounting: bool = False,
+        *,
+        high_mb: int | None = None,
+        oom_group: bool = False,
+        namespace_root: bool = False,
     ) -> MemoryCgroup:
         """A child of this process's memory cgroup with a `limit_mb` limit.
 
         `cpus`: a CPU quota as well (0.1 is Render's free instance: 10 ms of every
         100 ms); `cpu_accounting`: the CPU time of everything inside is counted
-        (`cpu_usage_ns`), with or without a quota.
+        (`cpu_usage_ns`), with or without a quota. v2 only: `high_mb` sets
+        memory.high (where the kernel throttles), `oom_group` memory.oom.group=1 (an
+        OOM kill takes every process inside, as Kubernetes 1.28+ sets it), and
+        `namespace_root` runs what `wrap` starts in a cgroup namespace rooted here.
         """
         if os.geteuid() != 0:
             raise CgroupUnavailable("creating a cgroup needs root")
         parent = find_cgroup()
         if parent is None or parent.memory_dir is None:
             raise CgroupUnavailable("no memory cgroup hierarchy is mounted for this process")
+        if (high_mb is not None or oom_group or namespace_root) and parent.version != 2:
+            raise CgroupUnavailable("memory.high, memory.oom.group and a cgroup namespace root need cgroup v2")
         directory = parent.memory_dir / f"{prefix}-{uuid.uuid4().hex[:10]}"
         try:
             if parent.version == 2:
@@ -58,13 +80,17 @@ class MemoryCgroup:
             (directory / limit_file).write_text(str(limit_mb * MIB))
             if parent.version == 2 and (directory / "memory.swap.max").exists():
                 (directory / "memory.swap.max").write_text("0")
+            if high_mb is not None:
+                (directory / "memory.high").write_text(str(high_mb * MIB))
+            if oom_group:
+                (directory / "memory.oom.group").write_text("1")
         except OSError as error:
             try:
                 directory.rmdir()
             except OSError:
                 pass
             raise CgroupUnavailable(f"cannot create a memory cgroup under {parent.memory_dir}: {error}") from error
-        cgroup = cls(directory, parent.version)
+        cgroup = cls(directory, parent.version, namespace_root=namespace_root)
         if cpus is not None or cpu_accounting:
             try:
                 cgroup._add_cpu(parent, directory.name, cpus)
@@ -128,6 +154,14 @@ class MemoryCgroup:
             return self._keyed("memory.oom_control").get("oom_kill", 0)
         return self._keyed("memory.events").get("oom_kill", 0)
 
+    def events(self) -> dict[str, int]:
+        """v2's memory.events: high, max, oom, oom_kill, oom_group_kill (where the kernel counts it)."""
+        return self._keyed("memory.events")
+
+    def pressure(self):
+        """v2's memory.pressure: {"some": Pressure, "full": Pressure}, or None where the kernel has no PSI."""
+        return read_pressure(self.directory / "memory.pressure")
+
     def usage_bytes(self) -> int:
         name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
         return int((self.directory / name).read_text())
@@ -147,6 +181,8 @@ class MemoryCgroup:
     def wrap(self, command: list[str]) -> list[str]:
         """`command`, started inside this cgroup before it runs any Python (so every fork is inside too)."""
         joins = " && ".join(f'echo $$ > "{path}"' for path in [self.procs_file, *self._cpu_procs_files()])
+        if self.namespace_root:
+            command = ["unshare", "--cgroup", "--mount", "sh", "-c", _NAMESPACE_ROOT, "fitflix-namespace", *command]
         return ["sh", "-c", f'{joins} && exec "$@"', "fitflix-in-cgroup", *command]
 
     def _cpu_procs_files(self) -> list[Path]:
