@@ -318,6 +318,11 @@ class MemorySampler:
 
 _running: list[Running] = []
 
+# Options every peer's memory cgroup is made with (bench/cgroup_v2.py sets memory.oom.group=1 on v2), and
+# what v2 said of each peer's cgroup as it stopped: (peer name, memory.events, memory.pressure).
+CGROUP_OPTIONS: dict[str, object] = {}
+V2_READINGS: list[tuple[str, dict[str, int], dict | None]] = []
+
 PLACEHOLDER_LIMIT_MB = 512  # what an unlimited cgroup is created with, lifted before anything runs in it
 
 
@@ -341,7 +346,9 @@ def start(peer: Peer) -> Running:
     if peer.no_memory_limit:
         cgroup = unlimited_cgroup(cpus=peer.cpus, cpu_accounting=accounting)
     elif peer.limit_mb:
-        cgroup = MemoryCgroup.create(peer.limit_mb, prefix="fitflix-bench", cpus=peer.cpus, cpu_accounting=accounting)
+        cgroup = MemoryCgroup.create(
+            peer.limit_mb, prefix="fitflix-bench", cpus=peer.cpus, cpu_accounting=accounting, **CGROUP_OPTIONS
+        )
     else:
         cgroup = None
     if peer.kind == "plain":
@@ -373,6 +380,11 @@ def _stop(running: Running) -> None:
     if running not in _running:
         return
     _running.remove(running)
+    if running.cgroup is not None and running.cgroup.version == 2:
+        try:
+            V2_READINGS.append((running.peer.name, running.cgroup.events(), running.cgroup.pressure()))
+        except OSError:  # the cgroup went away under us: nothing to read
+            pass
     running.stop()
 
 
