@@ -17,8 +17,19 @@ from tests.fakes import MIB, make_cgroup_v1, make_cgroup_v2, make_meminfo, make_
 from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
 from tests.support.holder import MemoryHolder
 from tests.support.server import LiveServer
+from tests.support.wait import TIME_SCALE
 
 REQUIRE_CGROUP = os.environ.get("FITFLIX_REQUIRE_CGROUP") == "1"
+
+
+def pytest_collection_modifyitems(items):
+    """On a host known to be slow (FITFLIX_TIME_SCALE, the v2 guest) a test's own timeout stretches too."""
+    if TIME_SCALE == 1:
+        return
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        if marker is not None and marker.args:
+            item.add_marker(pytest.mark.timeout(marker.args[0] * TIME_SCALE), append=False)
 
 
 @pytest.fixture(autouse=True)
