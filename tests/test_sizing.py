@@ -6,6 +6,8 @@ import pytest
 
 from fitflix.serving.sizing import (
     MASTER_RESERVE_MB,
+    MIB,
+    Container,
     budget_problem,
     make_plan,
     plan_changes,
@@ -426,3 +428,35 @@ def test_ttin_keeps_the_relative_budget_and_resizes_the_absolute_one():
     assert four.absolute_budget_mb == (1024 * 80 // 100 - 48) // 4  # 192: now below the relative 200
     assert (four.worker_budget_mb, four.budget_rule, four.relative_budget_mb) == (192, "absolute", 200)
     assert resize_plan(four, 1).worker_budget_mb == 200
+
+
+def v2_container(limit_mb: int, limit_file: str, max_mb: int | None = None):
+    return Container(
+        cgroup_limit_bytes=limit_mb * MIB,
+        cgroup_version=2,
+        host_memory_bytes=8192 * MIB,
+        cpus=1.0,
+        cpu_source="CPU affinity",
+        cgroup_limit_file=limit_file,
+        cgroup_max_bytes=(max_mb or limit_mb) * MIB,
+    )
+
+
+def test_on_v2_the_limit_names_its_file_and_memory_high_sizes_the_plan():
+    by_max = make_plan(Settings(), v2_container(512, "memory.max"))
+    by_high = make_plan(Settings(), v2_container(384, "memory.high", max_mb=512))
+
+    assert (by_max.limit_mb, by_max.limit_source) == (512, "cgroup v2 memory.max")
+    assert (by_high.limit_mb, by_high.limit_source) == (384, "cgroup v2 memory.high")
+    assert by_high.worker_budget_mb < by_max.worker_budget_mb
+    assert by_high.worker_hard_cap_mb < 384 * by_high.critical_percent / 100
+
+
+def test_max_memory_mb_above_memory_high_warns_that_the_kernel_throttles_there():
+    plan = make_plan(Settings(max_memory_mb=512), v2_container(384, "memory.high", max_mb=512))
+
+    assert (plan.limit_mb, plan.limit_source) == (512, "env")
+    assert plan.warnings == (
+        "MAX_MEMORY_MB=512 is above the cgroup's own limit of 384 MB: the kernel throttles and reclaims at "
+        "memory.high, so usage is judged on the cgroup's working set",
+    )

@@ -150,11 +150,14 @@ def make_plan(settings: Settings, container: Container) -> Plan:
     warnings: list[str] = []
     cgroup_limit_mb = container.cgroup_limit_bytes // MIB if container.cgroup_limit_bytes is not None else None
     if settings.max_memory_mb is not None and cgroup_limit_mb is not None and settings.max_memory_mb > cgroup_limit_mb:
+        acts = (
+            "the kernel throttles and reclaims at memory.high"
+            if container.cgroup_limit_file == "memory.high"
+            else "the kernel's OOM killer acts at the cgroup's limit"
+        )
         warnings.append(
             f"MAX_MEMORY_MB={settings.max_memory_mb} is above the cgroup's own limit of {cgroup_limit_mb} MB: "
-            "the kernel's OOM killer acts at the cgroup's limit, so usage is judged on the cgroup's working set"
-            if container.cgroup_limit_file != "memory.high"
-            else "the kernel throttles and reclaims at memory.high, so usage is judged on the cgroup's working set"
+            f"{acts}, so usage is judged on the cgroup's working set"
         )
 
     if settings.web_concurrency is not None:
