@@ -7,6 +7,7 @@ under FITFLIX_REQUIRE_BROWSER=1.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -189,4 +190,58 @@ def test_the_memory_page_shows_what_grew_in_a_worker_recycled_for_memory(live_se
     text = dict(page.evaluate(GROWTH_ITEMS))[pid]
     assert f"worker {pid}: " in text and f"top site {leak_site()} " in text, text
     assert "native memory" not in text
+    assert page.evaluate("window.__cspViolations") == []
+
+
+V2_ROWS = """() => ({
+  limit: document.getElementById("cgroup-limit").textContent,
+  cgroup: document.getElementById("cgroup").textContent,
+  events: document.getElementById("memory-events").textContent,
+  pressure: document.getElementById("memory-pressure").textContent,
+})"""
+
+
+def test_the_memory_page_shows_v2_events_and_pressure_and_says_when_there_are_none(live_server, chromium_page):
+    """This machine is v1: the page's fetches get a live answer with the v2 figures a guest gave it put in."""
+    server = live_server()
+    page = chromium_page
+    origin = f"http://127.0.0.1:{server.port}"
+    _status, live = server.get_json("/health/memory")
+    v2 = json.loads(json.dumps(live))
+    v2["container"].update(
+        cgroupVersion=2,
+        cgroupPath="/",
+        limitFile="memory.high",
+        cgroupLimitBytes=384 * 2**20,
+        memoryMaxBytes=512 * 2**20,
+        memoryHighBytes=384 * 2**20,
+        events={"high": 3, "max": 0, "oom": 0, "oomKill": 0, "oomGroupKill": 0},
+        pressure={"some": {"avg10": 1.25, "totalUs": 2_500_000}, "full": {"avg10": 0.5, "totalUs": 750_000}},
+    )
+
+    def answer(route):
+        if route.request.resource_type == "fetch":
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(v2))
+        else:
+            route.continue_()
+
+    page.route("**/health/memory", answer)
+    page.goto(f"{origin}/health/memory")
+    page.wait_for_function("() => document.getElementById('memory-events').textContent.startsWith('high')")
+    assert page.evaluate(V2_ROWS) == {
+        "limit": "384 MB (memory.high)",
+        "cgroup": "v2 /",
+        "events": "high 3, max 0, oom 0, oomKill 0, oomGroupKill 0",
+        "pressure": "some: 1.25% of the last 10 s, 2.5 s in all; full: 0.50% of the last 10 s, 0.8 s in all",
+    }
+
+    page.unroute("**/health/memory")
+    page.goto(f"{origin}/health/memory")
+    page.wait_for_function("() => document.getElementById('memory-events').textContent !== '–'")
+    shown = page.evaluate(V2_ROWS)
+    assert (shown["events"], shown["pressure"]) == ("– (cgroup v2 only)", "– (cgroup v2 only)")
+    limit_bytes = live["container"]["cgroupLimitBytes"]
+    assert shown["limit"] == (
+        "none (unlimited)" if limit_bytes is None else f"{limit_bytes // 2**20} MB (memory.limit_in_bytes)"
+    )
     assert page.evaluate("window.__cspViolations") == []
