@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.fitflix_log import parse_recycles
 from fitflix.memory.cgroup import find_cgroup
 from tests.support.load import run_load
 from tests.support.server import run_to_exit
@@ -34,7 +34,6 @@ pytestmark = [pytest.mark.live, pytest.mark.cgroup, pytest.mark.cgroup_v2]
 MIB = 1024 * 1024
 LEAKY = "tests.apps.leaky:app"
 SERVICE_WITH_LEAKS = "tests.apps.service_with_leaks:app"
-RECYCLE_LINE = re.compile(r"Recycling worker pid=(\d+) reason=(\w+) ")
 SHAPES = ["nested", "namespace-root"]
 REQUIRE_V2 = os.environ.get("FITFLIX_REQUIRE_CGROUP_V2") == "1"
 
@@ -71,7 +70,7 @@ def kills(cgroup) -> dict[str, int]:
 
 
 def recycles(log: str, reason: str) -> int:
-    return sum(1 for _pid, why in RECYCLE_LINE.findall(log) if why == reason)
+    return sum(1 for recycle in parse_recycles(log) if recycle.reason == reason)
 
 
 def metric_samples(text: str) -> dict:
