@@ -51,7 +51,16 @@ from bench import (
     spike_sweep,
 )
 from bench.load import wrk_path
-from bench.report import Part, markdown, merge_update, parts_label, split_parts, text_table, written_by_hand
+from bench.report import (
+    TARGETS_HEADING,
+    Part,
+    markdown,
+    merge_update,
+    parts_label,
+    split_parts,
+    text_table,
+    written_by_hand,
+)
 from bench.scale import FULL, QUICK
 from bench.servers import install_signal_handlers, stop_everything, uwsgi_problem
 from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
@@ -119,6 +128,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.update and not (args.output or PROJECT / "BENCHMARKS.md").is_file():
         parser.error(f"--update: {args.output or PROJECT / 'BENCHMARKS.md'} does not exist (a full run writes it)")
     return args
+
+
+def host_bullets(existing: str) -> list[str]:
+    """The header's bullets (the machine, the tools) of an existing BENCHMARKS.md: a run of the guest's parts alone
+    keeps them, since every other part ran on that machine; the guest's parts say their kernel themselves."""
+    head = split_parts(existing)[0].partition(TARGETS_HEADING[0])[0]
+    return [line for line in head.splitlines() if line.startswith("- ")]
 
 
 def check_cgroups() -> str | None:
@@ -197,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if output is not None and args.update:
         existing = output.read_text()
+        if set(numbers) <= set(GUEST_PARTS):
+            header = header[:2] + host_bullets(existing)
         earlier = split_parts(existing)[1]
         for part in parts:
             if part not in written:

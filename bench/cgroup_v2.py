@@ -97,7 +97,8 @@ class GuestPart:
             "(Debian's kernel, booted by `bash scripts/test-v2 --bench` under qemu's software emulation, 2 vCPUs, "
             "4 GB), every peer's cgroup a child of the guest's root with `memory.max` and `memory.oom.group=1`. "
             f"Short ({GUEST.leak_requests} leak requests; the sweep at THREADS={GUEST.spike_sweep_threads[0]}) and "
-            "slow: read the counts, not the times. " + part.method
+            "slow: read the counts, not the times. A peak there is v2's `memory.peak`, the cgroup's running peak. "
+            + part.method
         )
         part.notes += readings_note(servers.V2_READINGS)
         part.pictures = [self._moved(picture, figures) for picture in part.pictures]

@@ -104,3 +104,13 @@ def test_a_guest_part_off_v2_fails_rather_than_writing_a_section(monkeypatch):
 
     with pytest.raises(RuntimeError, match="runs on cgroup v2 only"):
         cgroup_v2.GuestPart(19, FakeLeak(), 8, "Spike sweep").run(FULL)
+
+
+def test_a_run_of_the_guest_parts_alone_keeps_the_machine_the_other_parts_ran_on():
+    existing = (
+        "# FitFlix benchmarks\n\nWritten by `x` on 2026-11-29.\n\n- Machine: 2 cores, Linux 6.18.44-fc.\n"
+        "- uWSGI: installed.\n\n## Targets\n\n| part | target | result | measured |\n| --- | --- | --- | --- |\n"
+        "| 3 | t | met | m |\n\n## Part 3: Leak\n\n- a note, not the header's\n"
+    )
+
+    assert bench_main.host_bullets(existing) == ["- Machine: 2 cores, Linux 6.18.44-fc.", "- uWSGI: installed."]
