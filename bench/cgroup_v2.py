@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import leak, plots, servers, spike_sweep
 from bench.report import Part
 from bench.scale import QUICK, Scale
-from fitflix.memory.cgroup import find_cgroup
+from tests.support.cgroups import v2_problem
 
 # Short: software emulation runs Python 10-20x slower. The time bounds are generous so every peer runs.
 GUEST = replace(
@@ -33,16 +33,6 @@ GUEST = replace(
     spike_sweep_threads=(8,),
     spike_sweep_time_limit_s=1800,
 )
-
-
-def v2_problem() -> str | None:
-    """Why these parts cannot run here (not on v2), or None."""
-    cgroup = find_cgroup()
-    if cgroup is None or cgroup.memory_dir is None:
-        return "no memory cgroup here"
-    if cgroup.version != 2:
-        return f"this host's memory cgroup is v{cgroup.version}"
-    return None
 
 
 def readings_note(readings: list[tuple[str, dict[str, int], dict | None]]) -> list[str]:

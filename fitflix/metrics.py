@@ -57,33 +57,34 @@ class ServiceCollector:
         yield state
 
         cgroup_memory = report.cgroup_memory
-        if cgroup_memory.usage_bytes is not None:
-            yield GaugeMetricFamily(
+        gauges = (
+            (
                 "fitflix_container_memory_usage_bytes",
                 "What the kernel charges the cgroup, page cache included",
-                value=cgroup_memory.usage_bytes,
-            )
-        if cgroup_memory.working_set_bytes is not None:
-            yield GaugeMetricFamily(
+                cgroup_memory.usage_bytes,
+            ),
+            (
                 "fitflix_container_memory_working_set_bytes",
                 "Cgroup usage less inactive file cache",
-                value=cgroup_memory.working_set_bytes,
-            )
-        if report.neighbours_bytes is not None:
-            yield GaugeMetricFamily(
+                cgroup_memory.working_set_bytes,
+            ),
+            (
                 "fitflix_container_neighbours_bytes",
                 "The cgroup's working set less the service's PSS: other processes, page cache, kernel memory",
-                value=report.neighbours_bytes,
-            )
+                report.neighbours_bytes,
+            ),
+            (
+                "fitflix_container_memory_high_bytes",
+                "cgroup v2 memory.high: where the kernel throttles and reclaims (the limit, where below memory.max)",
+                cgroup_memory.high_bytes,
+            ),
+        )
+        for name, documentation, value in gauges:
+            if value is not None:  # a figure this host cannot give has no sample, rather than 0
+                yield GaugeMetricFamily(name, documentation, value=value)
         if cgroup_memory.oom_kills is not None:
             yield CounterMetricFamily(
                 "fitflix_container_oom_kills", "Kernel OOM kills inside the cgroup", value=cgroup_memory.oom_kills
-            )
-        if cgroup_memory.high_bytes is not None:
-            yield GaugeMetricFamily(
-                "fitflix_container_memory_high_bytes",
-                "cgroup v2 memory.high: where the kernel throttles and reclaims (the limit, where below memory.max)",
-                value=cgroup_memory.high_bytes,
             )
         if cgroup_memory.events is not None:
             events = CounterMetricFamily(

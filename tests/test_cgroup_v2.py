@@ -21,11 +21,11 @@ import os
 import sys
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.fitflix_log import parse_recycles
-from fitflix.memory.cgroup import find_cgroup
+from tests.support.cgroups import v2_problem
 from tests.support.load import run_load
+from tests.support.metrics import metric_samples
 from tests.support.server import run_to_exit
 from tests.support.wait import poll_until
 
@@ -38,20 +38,10 @@ SHAPES = ["nested", "namespace-root"]
 REQUIRE_V2 = os.environ.get("FITFLIX_REQUIRE_CGROUP_V2") == "1"
 
 
-def _on_v2() -> str | None:
-    """None where this process's memory cgroup is v2, else why not."""
-    cgroup = find_cgroup()
-    if cgroup is None or cgroup.memory_dir is None:
-        return "no memory cgroup here"
-    if cgroup.version != 2:
-        return f"this host's memory cgroup is v{cgroup.version}"
-    return None
-
-
 @pytest.fixture
 def v2_cgroup(memory_cgroup):
     """A child cgroup on v2 with memory.oom.group=1; `shape` is one of SHAPES. Skips off v2."""
-    problem = _on_v2()
+    problem = v2_problem()
     if problem is not None:
         message = f"{problem}: the cgroup v2 tests run in a v2 guest, with `bash scripts/test-v2`"
         if REQUIRE_V2:
@@ -71,14 +61,6 @@ def kills(cgroup) -> dict[str, int]:
 
 def recycles(log: str, reason: str) -> int:
     return sum(1 for recycle in parse_recycles(log) if recycle.reason == reason)
-
-
-def metric_samples(text: str) -> dict:
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -9,13 +9,13 @@ import time
 from urllib.parse import quote, quote_plus
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from fitflix import create_app
 from fitflix.health import health_json_status, readiness_problem
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
 from tests.fakes import MIB
+from tests.support.metrics import metric_samples
 from tests.support.wait import poll_until
 
 pytestmark = pytest.mark.usefixtures("standalone_runtime")
@@ -221,14 +221,6 @@ def test_the_token_never_shows_in_settings_repr():
 # --- /metrics -------------------------------------------------------------------------------
 
 
-def _samples(text: str) -> dict:
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
 def test_metrics_on_v2_give_memory_high_events_and_pressure(fake_machine_app):
     pressure = (
         "some avg10=31.20 avg60=8.00 avg300=2.00 total=7250000\nfull avg10=4.50 avg60=1.00 avg300=0.20 total=1500000\n"
@@ -237,7 +229,7 @@ def test_metrics_on_v2_give_memory_high_events_and_pressure(fake_machine_app):
         Settings(), usage_bytes=340 * MIB, oom_kill=1, v2={"memory_high": 400 * MIB, "pressure": pressure}
     )
 
-    samples = _samples(app.test_client().get("/metrics").get_data(as_text=True))
+    samples = metric_samples(app.test_client().get("/metrics").get_data(as_text=True))
 
     assert samples[("fitflix_memory_limit_bytes", (("source", "cgroup v2 memory.high"),))] == 400 * MIB
     assert samples[("fitflix_container_memory_high_bytes", ())] == 400 * MIB
@@ -255,7 +247,7 @@ def test_metrics_on_v2_give_memory_high_events_and_pressure(fake_machine_app):
 def test_metrics_on_v1_have_no_v2_families(fake_machine_app):
     app = fake_machine_app(Settings(), usage_bytes=300 * MIB)
 
-    names = {name for name, _labels in _samples(app.test_client().get("/metrics").get_data(as_text=True))}
+    names = {name for name, _labels in metric_samples(app.test_client().get("/metrics").get_data(as_text=True))}
 
     assert "fitflix_container_oom_kills_total" in names
     assert not {name for name in names if "memory_events" in name or "pressure" in name or "memory_high" in name}
@@ -267,7 +259,7 @@ def test_metrics_parse_and_match_health_memory(fake_machine_app):
     memory = client.get("/health/memory").get_json()
     response = client.get("/metrics")
     assert response.status_code == 200 and response.content_type.startswith("text/plain")
-    samples = _samples(response.get_data(as_text=True))
+    samples = metric_samples(response.get_data(as_text=True))
     assert samples[("fitflix_memory_limit_bytes", (("source", "cgroup v1"),))] == memory["container"]["limitBytes"]
     assert samples[("fitflix_container_memory_usage_bytes", ())] == memory["container"]["usageBytes"]
     assert samples[("fitflix_container_memory_working_set_bytes", ())] == memory["container"]["workingSetBytes"]
@@ -309,7 +301,7 @@ def test_live_metrics_count_requests_and_recycles_across_workers(live_server):
         assert server.request("GET", "/health")[0] == 200
 
     def counted():
-        samples = _samples(server.request("GET", "/metrics")[2].decode())
+        samples = metric_samples(server.request("GET", "/metrics")[2].decode())
         return samples if samples[("fitflix_worker_recycles_total", (("reason", "max_requests"),))] >= 2 else None
 
     samples = poll_until(counted, 10, "max_requests recycles in /metrics")

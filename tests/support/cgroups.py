@@ -22,6 +22,16 @@ class CgroupUnavailable(RuntimeError):
     pass
 
 
+def v2_problem() -> str | None:
+    """None where this process's memory cgroup is v2 (the v2 guest), else why not."""
+    cgroup = find_cgroup()
+    if cgroup is None or cgroup.memory_dir is None:
+        return "no memory cgroup here"
+    if cgroup.version != 2:
+        return f"this host's memory cgroup is v{cgroup.version}"
+    return None
+
+
 CPU_PERIOD_US = 100_000  # the kernel's default CFS period: 0.1 CPU is 10 ms of every 100 ms
 
 
