@@ -63,8 +63,8 @@ from bench.report import (
 )
 from bench.scale import FULL, QUICK
 from bench.servers import install_signal_handlers, stop_everything, uwsgi_problem
-from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
-from tests.support.server import PROJECT
+from harness.cgroups import CgroupUnavailable, MemoryCgroup
+from harness.server import PROJECT
 
 PARTS = {
     1: footprint,

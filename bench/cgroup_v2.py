@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import leak, plots, servers, spike_sweep
 from bench.report import Part
 from bench.scale import QUICK, Scale
-from tests.support.cgroups import v2_problem
+from harness.cgroups import v2_problem
 
 # Short: software emulation runs Python 10-20x slower. The time bounds are generous so every peer runs.
 GUEST = replace(

@@ -31,8 +31,8 @@ from bench.load import HOST, wrk_path
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Peer, Running, peer_problem, serving, uwsgi_problem
-from tests.support.server import PROJECT, server_env
-from tests.support.wait import poll_until
+from harness.server import PROJECT, server_env
+from harness.wait import poll_until
 
 log = logging.getLogger("bench")
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import peers, plots
-from bench.fitflix_log import Recycle, parse_recycles
 from bench.load import Sample, run_clients, throughput
 from bench.overhead import worker_cpu_s
 from bench.report import Part, Target
@@ -44,10 +43,11 @@ from fitflix.memory.growth import (
     GrowthWatch,
 )
 from fitflix.memory.process import read_smaps_rollup
+from fitflix.serving.recycler import REPORT_MAX_TRACE_BYTES, REPORT_ROOM_SHARE
 from fitflix.serving.sizing import MIB
-from fitflix.serving.watchdog import REPORT_MAX_TRACE_BYTES, REPORT_ROOM_SHARE
-from tests.support.server import PROJECT
-from tests.support.wait import Timeout, poll_until
+from harness.fitflix_log import Recycle, parse_recycles
+from harness.server import PROJECT
+from harness.wait import Timeout, poll_until
 
 log = logging.getLogger("bench")
 
@@ -218,7 +218,7 @@ def armed_pids(records: list[dict]) -> list[int]:
 
 
 def recycles(records: list[dict]) -> list[Recycle]:
-    """Each 'Recycling worker' line (watchdog.py), in log order."""
+    """Each 'Recycling worker' line (fitflix/serving/recycler.py), in log order."""
     return parse_recycles("\n".join(str(record.get("message", "")) for record in records))
 
 
@@ -692,7 +692,7 @@ def run(scale: Scale) -> Part:
     room_bytes = (peers.plan_for(LIMIT_MB, worker_max_memory_mb=BUDGET_MB).worker_hard_cap_mb - BUDGET_MB) * MIB
     worker_cap_bytes = min(int(room_bytes * REPORT_ROOM_SHARE), REPORT_MAX_TRACE_BYTES)
     part.notes.append(
-        f"the cap a worker here gives its snapshot (watchdog.py): {REPORT_ROOM_SHARE:.0%} of the room left under "
+        f"the cap a worker here gives its snapshot (recycler.py): {REPORT_ROOM_SHARE:.0%} of the room left under "
         f"its hard cap, at most {_mb(REPORT_MAX_TRACE_BYTES)}: {_mb(worker_cap_bytes)} at the {BUDGET_MB} MB "
         f"threshold ({_mb(room_bytes)} of room); {_mb(DEFAULT_MAX_TRACEMALLOC_BYTES)} is GrowthWatch's own default"
     )

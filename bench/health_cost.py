@@ -10,7 +10,7 @@ from bench.load import throughput
 from bench.report import Part
 from bench.scale import Scale
 from bench.servers import serving
-from fitflix.memory.service import MemoryProbe
+from fitflix.memory.report import MemoryProbe
 
 CONNECTIONS = 8
 UNCACHED_REPORTS = 200

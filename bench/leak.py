@@ -9,18 +9,18 @@ import time
 import psutil
 
 from bench import peers, plots
-from bench.fitflix_log import parse_recycles, recycle_summary, surge_counts, without_reasons
 from bench.footprint import expected_workers
 from bench.load import Sample, percentile, run_clients
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import MemorySampler, Running, mb, peer_problem, serving
 from fitflix.settings import Settings
-from tests.support.wait import Timeout, poll_until
+from harness.fitflix_log import parse_recycles, recycle_summary, surge_counts, without_reasons
+from harness.wait import Timeout, poll_until
 
 log = logging.getLogger("bench")
 
-APP = "tests.apps.leaky:app"
+APP = "harness.apps.leaky:app"
 LEAK_MB = 2
 CLIENTS = 8
 TARGET_PEAK_PERCENT = 90

@@ -16,8 +16,8 @@ from bench.report import Part
 from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
 from fitflix.serving.sizing import MIB
-from tests.support.cgroups import MemoryCgroup
-from tests.support.holder import MemoryHolder
+from harness.cgroups import MemoryCgroup
+from harness.holder import MemoryHolder
 
 log = logging.getLogger("bench")
 

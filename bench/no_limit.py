@@ -20,7 +20,13 @@ import time
 from dataclasses import dataclass
 
 from bench import plots
-from bench.fitflix_log import (
+from bench.leak import outcome_counts
+from bench.load import Sample, run_clients
+from bench.report import Part, Target
+from bench.scale import Scale
+from bench.servers import MemorySampler, Peer, mb, serving
+from harness.cgroups import MemoryCgroup
+from harness.fitflix_log import (
     Budget,
     Recycle,
     parse_budget,
@@ -29,16 +35,10 @@ from bench.fitflix_log import (
     recycle_summary,
     surge_counts,
 )
-from bench.leak import outcome_counts
-from bench.load import Sample, run_clients
-from bench.report import Part, Target
-from bench.scale import Scale
-from bench.servers import MemorySampler, Peer, mb, serving
-from tests.support.cgroups import MemoryCgroup
 
 log = logging.getLogger("bench")
 
-APP = "tests.apps.leaky:app"
+APP = "harness.apps.leaky:app"
 LEAK_MB = 2
 CLIENTS = 4
 REQUESTS = 700  # 1,400 MB at most for the leak to keep, whatever the service does

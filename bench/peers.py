@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.servers import Peer, uwsgi_problem
-from fitflix.memory.service import measure_container
+from fitflix.memory.report import measure_container
 from fitflix.serving.sizing import Plan, make_plan
 from fitflix.settings import Settings
 

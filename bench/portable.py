@@ -2,7 +2,7 @@
 
 Three peers of `wsgi:app`, up side by side, each in its own memory cgroup:
 a. with /proc (Linux: psutil is never imported);
-b. without /proc (tests.support.noproc.NO_PROC), psutil blocked by a
+b. without /proc (harness.noproc.NO_PROC), psutil blocked by a
    `psutil.py` on PYTHONPATH that raises ImportError, so the service falls
    back to sysconf and getrusage;
 c. without /proc, psutil importable: the master imports it, as on a Mac.
@@ -35,7 +35,7 @@ from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
 from fitflix.memory.process import ProcessMemory, read_smaps_rollup
 from fitflix.serving.sizing import MIB
-from tests.support.noproc import NO_PROC, no_proc_problem
+from harness.noproc import NO_PROC, no_proc_problem
 
 log = logging.getLogger("bench")
 
@@ -46,7 +46,7 @@ CONNECTIONS = 4  # keep-alive connections on /health, as part 1
 PSUTIL_LIBRARY = "_psutil_linux"
 BLOCKER = 'raise ImportError("psutil is blocked for this benchmark peer (bench/portable.py)")\n'
 
-LEAK_APP = "tests.apps.service_with_leaks:app"
+LEAK_APP = "harness.apps.service_with_leaks:app"
 LEAK_PATH = "/leak?mb=2"
 LEAK_MB_PER_REQUEST = 2
 LEAK_LIMIT_MB = 256  # MAX_MEMORY_MB and the cgroup's limit alike: the service cannot see the cgroup without /proc
@@ -245,7 +245,7 @@ def run(scale: Scale) -> Part:
         f"at WEB_CONCURRENCY={' and '.join(map(str, WORKER_COUNTS))}; "
         f"at each worker count three peers up side by side, each in its own {LIMIT_MB} MB memory cgroup: "
         f"(a) on Linux with /proc, where the service never imports psutil; (b) without /proc "
-        "(`tests.support.noproc.NO_PROC`: a private mount namespace with empty tmpfs over /proc and /sys, "
+        "(`harness.noproc.NO_PROC`: a private mount namespace with empty tmpfs over /proc and /sys, "
         "what a Mac offers the service) with psutil blocked (a `psutil.py` on PYTHONPATH that raises "
         "ImportError), so the service falls back to sysconf and getrusage's peak; (c) without /proc with psutil "
         "importable: the master imports it once before forking, as on a Mac (on Linux psutil then fails at every "

@@ -8,7 +8,7 @@ interpreter has it, jemalloc preloaded from Debian's package. Each
 configuration runs three servers of its own, one after the other, each in its
 own 512 MB memory cgroup:
 
-1. `tests.apps.service_with_leaks:app` at the configuration's own worker
+1. `harness.apps.service_with_leaks:app` at the configuration's own worker
    count: /health requests/s over 8 keep-alive clients (wrk), then one
    /spike of 1.5 x the limit and the first 200 after it;
 2. the same app, fresh: 2 MB kept per request until twice the limit has been
@@ -44,14 +44,14 @@ from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
 from bench.spike import first_fresh_answer
 from fitflix.memory.process import read_smaps_rollup
-from fitflix.memory.service import measure_container
+from fitflix.memory.report import measure_container
 from fitflix.serving.sizing import MIB, make_plan
 from fitflix.settings import PROFILE_DEFAULTS, Settings
 
 log = logging.getLogger("bench")
 
 LIMIT_MB = peers.LIMIT_MB
-LEAK_APP = "tests.apps.service_with_leaks:app"
+LEAK_APP = "harness.apps.service_with_leaks:app"
 BUSY_APP = "wsgi:app"
 CONNECTIONS = 8  # keep-alive clients on /health: the standard profile's thread count
 LEAK_MB = 2
@@ -559,7 +559,7 @@ def run(scale: Scale) -> Part:
         "it; 'warm-up off' = standard with WARM_UP=false; 'allocator' = standard with another malloc. "
         "Each configuration runs three gunicorn.conf.py servers "
         f"one after the other, each in its own {LIMIT_MB} MB memory cgroup, with DRAIN_S=0 (so each stops at once) "
-        "and the worker count its profile plans (one). (1) `tests.apps.service_with_leaks:app`: /health "
+        "and the worker count its profile plans (one). (1) `harness.apps.service_with_leaks:app`: /health "
         f"requests/s over {CONNECTIONS} keep-alive connections (wrk, {bounds.rps_run_s:g} s x {bounds.rps_rounds} "
         f"after a 1 s warm-up, median), then one `/spike?mb={SPIKE_MB}` (1.5 x the limit, as part 4): what it "
         "got, and the time from its answer to the first 200 from /health on a fresh connection. (2) A fresh server "

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench import peers, plots
-from bench.fitflix_log import parse_recycles, recycle_summary, surge_counts
 from bench.leak import outcome_counts
 from bench.load import Sample, percentile, run_clients
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Peer, serving
+from harness.fitflix_log import parse_recycles, recycle_summary, surge_counts
 
 log = logging.getLogger("bench")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bench import peers, plots
 from bench.report import Part, Target
 from bench.scale import Scale
-from tests.support.balancer import (
+from harness.balancer import (
     CLIENT_PATHS,
     SERVICE_WITH_LEAKS,
     Answer,
@@ -27,7 +27,7 @@ from tests.support.balancer import (
     haproxy_problem,
     rolling_restarts,
 )
-from tests.support.cgroups import MemoryCgroup
+from harness.cgroups import MemoryCgroup
 
 log = logging.getLogger("bench")
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from bench.plots import Trace
 from fitflix.memory.process import children_of, read_smaps_rollup
 from fitflix.serving.sizing import MIB
-from tests.support.cgroups import MemoryCgroup
-from tests.support.server import PROJECT, LiveServer, plain_gunicorn_command
-from tests.support.wait import poll_until
+from harness.cgroups import MemoryCgroup
+from harness.server import PROJECT, LiveServer, plain_gunicorn_command
+from harness.wait import poll_until
 
 log = logging.getLogger("bench")
 

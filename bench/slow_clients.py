@@ -10,7 +10,7 @@ from bench.load import percentile
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Peer, serving
-from tests.support.flood import Flood, FloodStats, probe_series
+from harness.flood import Flood, FloodStats, probe_series
 
 log = logging.getLogger("bench")
 

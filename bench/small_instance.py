@@ -32,10 +32,10 @@ from bench.recycle import AFTER_WINDOW_S, recycle_events
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Granian, Peer, PlainGunicorn, Running, peer_problem, pinned
-from tests.support.cgroups import MemoryCgroup
-from tests.support.flood import probe_series
-from tests.support.server import PROJECT, LiveServer, server_env
-from tests.support.wait import poll_until
+from harness.cgroups import MemoryCgroup
+from harness.flood import probe_series
+from harness.server import PROJECT, LiveServer, server_env
+from harness.wait import poll_until
 
 log = logging.getLogger("bench")
 

@@ -25,7 +25,7 @@ from bench.servers import MemorySampler, mb, peer_problem, serving
 
 log = logging.getLogger("bench")
 
-APP = "tests.apps.leaky:app"
+APP = "harness.apps.leaky:app"
 BACKGROUND_CLIENTS = 2
 BACKGROUND_PACE_S = 0.02
 BEFORE_S = 1.0  # background load alone before the spike

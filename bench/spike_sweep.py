@@ -17,11 +17,11 @@ from bench.report import Part
 from bench.scale import Scale
 from bench.servers import Peer, Running, mb, peer_problem, serving
 from bench.spike import first_fresh_answer
-from tests.support.wait import Timeout, poll_until
+from harness.wait import Timeout, poll_until
 
 log = logging.getLogger("bench")
 
-APP = "tests.apps.leaky:app"
+APP = "harness.apps.leaky:app"
 LIMITS_MB = (256, 512)
 SPIKE_TIMEOUT_S = 20.0  # one spike's request, from send to the last byte of the answer
 ANSWER_DEADLINE_S = 20.0  # after a spike, how long /health may take to answer 200 again

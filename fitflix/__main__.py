@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from fitflix.memory.portable import own_private_bytes, own_rss_bytes
-from fitflix.memory.service import measure_container
+from fitflix.memory.reader import own_private_bytes, own_rss_bytes
+from fitflix.memory.report import measure_container
 from fitflix.serving.sizing import (
     FRESH_WORKER_ALLOWANCE_MB,
     MIB,

@@ -24,7 +24,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from fitflix.access import is_authorized, unauthorized
 from fitflix.memory.heap import read_heap
-from fitflix.memory.service import MemoryProbe, MemoryReport, measure_container
+from fitflix.memory.report import MemoryProbe, MemoryReport, measure_container
 from fitflix.page import render_memory_page
 from fitflix.serving.recycle import memory_status
 from fitflix.serving.sizing import MIB, Plan, make_plan, resize_plan

@@ -9,15 +9,15 @@ import pytest
 
 from fitflix import create_app
 from fitflix.health import HealthContext
-from fitflix.memory.service import MemoryProbe, measure_container
+from fitflix.memory.report import MemoryProbe, measure_container
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
+from harness.cgroups import CgroupUnavailable, MemoryCgroup
+from harness.holder import MemoryHolder
+from harness.server import LiveServer
+from harness.wait import TIME_SCALE
 from tests.fakes import MIB, make_cgroup_v1, make_cgroup_v2, make_meminfo, make_proc, smaps_rollup_text
-from tests.support.cgroups import CgroupUnavailable, MemoryCgroup
-from tests.support.holder import MemoryHolder
-from tests.support.server import LiveServer
-from tests.support.wait import TIME_SCALE
 
 REQUIRE_CGROUP = os.environ.get("FITFLIX_REQUIRE_CGROUP") == "1"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import schemathesis
 
-from tests.support.server import LiveServer
+from harness.server import LiveServer
 
 pytestmark = pytest.mark.live
 

@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from bench import plots
-from bench.fitflix_log import parse_budget, parse_recycles
 from bench.load import Sample
 from bench.no_limit import (
     REQUESTS,
@@ -18,6 +17,7 @@ from bench.no_limit import (
     relative_targets,
     stopped_by,
 )
+from harness.fitflix_log import parse_budget, parse_recycles
 
 MIB = 1024 * 1024
 BANNER = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.report import label_parts, merge_update, parts_label, split_parts, written_by_hand
-from tests.support.server import PROJECT
+from harness.server import PROJECT
 
 TABLE = "| part | target | result | measured |\n| --- | --- | --- | --- |\n"
 BULLETS_OLD = "- Machine: 2 cores, old.\n"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fitflix.page import render_memory_page
-from tests.support.server import PROJECT
+from harness.server import PROJECT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -165,13 +165,15 @@ GROWTH_ITEMS = (
 
 
 def test_the_memory_page_shows_what_grew_in_a_worker_recycled_for_memory(live_server, chromium_page):
-    from tests.apps.leaky import leak_site
-    from tests.support.load import run_load
-    from tests.support.wait import poll_until
+    from harness.apps.leaky import leak_site
+    from harness.load import run_load
+    from harness.wait import poll_until
 
     report_line = re.compile(r"What grew in worker (\d+) \(memory\)")
 
-    server = live_server({"WORKER_MAX_MEMORY_MB": "120", "MAX_REQUESTS": "0"}, app="tests.apps.service_with_leaks:app")
+    server = live_server(
+        {"WORKER_MAX_MEMORY_MB": "120", "MAX_REQUESTS": "0"}, app="harness.apps.service_with_leaks:app"
+    )
     page = chromium_page
     response = page.goto(f"http://127.0.0.1:{server.port}/health/memory")
     assert response is not None and response.status == 200

@@ -1,4 +1,4 @@
-"""fitflix.memory.cgroup against fake v1 and v2 trees, and once against this machine."""
+"""fitflix.memory.cgroup (and container.py's host figures) on fake v1 and v2 trees, and once on this machine."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from fitflix.memory.cgroup import (
     Pressure,
     cpu_quota,
     find_cgroup,
-    host_memory_bytes,
     memory_limit_bytes,
     read_memory,
-    usable_cpus,
 )
+from fitflix.memory.container import host_memory_bytes, usable_cpus
 from tests.fakes import (
     MIB,
     V1_CPU_MOUNT,

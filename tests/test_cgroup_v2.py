@@ -22,18 +22,18 @@ import sys
 
 import pytest
 
-from bench.fitflix_log import parse_recycles
-from tests.support.cgroups import v2_problem
-from tests.support.load import run_load
-from tests.support.metrics import metric_samples
-from tests.support.server import run_to_exit
-from tests.support.wait import poll_until
+from harness.cgroups import v2_problem
+from harness.fitflix_log import parse_recycles
+from harness.load import run_load
+from harness.metrics import metric_samples
+from harness.server import run_to_exit
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.cgroup, pytest.mark.cgroup_v2]
 
 MIB = 1024 * 1024
-LEAKY = "tests.apps.leaky:app"
-SERVICE_WITH_LEAKS = "tests.apps.service_with_leaks:app"
+LEAKY = "harness.apps.leaky:app"
+SERVICE_WITH_LEAKS = "harness.apps.service_with_leaks:app"
 SHAPES = ["nested", "namespace-root"]
 REQUIRE_V2 = os.environ.get("FITFLIX_REQUIRE_CGROUP_V2") == "1"
 

@@ -18,7 +18,7 @@ import pytest
 
 from fitflix.serving.drain import Drain
 from fitflix.serving.state import SharedState
-from tests.support.wait import poll_until
+from harness.wait import poll_until
 
 
 class Arbiter:

@@ -14,12 +14,12 @@ import threading
 
 import pytest
 
-from tests.support.load import run_load
-from tests.support.wait import poll_until
+from harness.load import run_load
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.cgroup]
 
-SERVICE_WITH_LEAKS = "tests.apps.service_with_leaks:app"
+SERVICE_WITH_LEAKS = "harness.apps.service_with_leaks:app"
 MIB = 1024 * 1024
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:\d+ \((\d+)\)")
 

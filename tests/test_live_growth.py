@@ -1,6 +1,6 @@
 """What grew, with real gunicorn: a worker recycled for memory says which line or what kind of memory grew.
 
-The leaks are the test app's own (tests/apps/leaky.py): bytearrays kept at a
+The leaks are the test app's own (harness/apps/leaky.py): bytearrays kept at a
 known line, and C-level malloc no Python figure sees.
 """
 
@@ -11,13 +11,13 @@ import re
 
 import pytest
 
-from tests.apps import leaky
-from tests.support.load import run_load
-from tests.support.wait import poll_until
+from harness.apps import leaky
+from harness.load import run_load
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live]
 
-SERVICE = "tests.apps.service_with_leaks:app"
+SERVICE = "harness.apps.service_with_leaks:app"
 # The budget is small so that a few dozen 2 MB requests reach it; tracing starts at 90% of the threshold.
 BUDGET = {"WORKER_MAX_MEMORY_MB": "120", "MAX_REQUESTS": "0"}
 REPORT_LINE = re.compile(r"What grew in worker (\d+) \(memory\): (.*)")

@@ -1,6 +1,6 @@
 """Your own routes under real gunicorn and gunicorn.conf.py: served, counted and recycled like the rest.
 
-The same leaking blueprint (`tests/apps/own_routes.py`) in the FitFlix app
+The same leaking blueprint (`harness/apps/own_routes.py`) in the FitFlix app
 (create_app), in another Flask app with fitflix.init_app, and in one without
 it: that one is still recycled, but has no /health.
 """
@@ -11,12 +11,12 @@ import re
 
 import pytest
 
-from tests.support.load import run_load
-from tests.support.wait import poll_until
+from harness.load import run_load
+from harness.wait import poll_until
 
 pytestmark = pytest.mark.live
 
-OWN_ROUTES = "tests.apps.own_routes"
+OWN_ROUTES = "harness.apps.own_routes"
 # A small worker budget gets a leaking worker recycled after a few dozen
 # requests of 2 MB, without a memory cgroup: threshold 58-64 MB, hard cap 89 MB.
 SMALL_BUDGET = {"MAX_MEMORY_MB": "256", "WORKER_MAX_MEMORY_MB": "64"}

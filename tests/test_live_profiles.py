@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.load import run_load
-from tests.support.wait import poll_until
+from harness.load import run_load
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live]
 
-LEAKY = "tests.apps.leaky:app"
+LEAKY = "harness.apps.leaky:app"
 MEMORY_RECYCLE = re.compile(r"Recycling worker pid=\d+ reason=memory ")
 # glibc reserves each thread arena's heap as 64 MB of address space; what is not in use yet is a
 # PROT_NONE (---p) anonymous mapping of most of that size. Nothing else in a worker maps one that big.

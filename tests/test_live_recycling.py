@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from tests.support.load import run_load
-from tests.support.server import GUNICORN, run_to_exit
-from tests.support.wait import poll_until
+from harness.load import run_load
+from harness.server import GUNICORN, run_to_exit
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live]
 
-LEAKY = "tests.apps.leaky:app"
+LEAKY = "harness.apps.leaky:app"
 RECYCLE_LINE = re.compile(r"Recycling worker pid=(\d+) reason=(\w+) .* requests=(\d+) age=")
 
 

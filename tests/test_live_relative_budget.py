@@ -12,12 +12,12 @@ import re
 
 import pytest
 
-from tests.support.load import run_load
-from tests.support.wait import poll_until
+from harness.load import run_load
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live]
 
-SERVICE = "tests.apps.service_with_leaks:app"
+SERVICE = "harness.apps.service_with_leaks:app"
 BANNER = re.compile(r"Worker budget: absolute (\d+) MB, relative (\d+) MB \(3 x the app's (\d+) MB\): relative applies")
 RECYCLED = re.compile(r"Recycling worker pid=\d+ reason=memory rss=[\d.]+MB uss=([\d.]+)MB budget=(\d+)MB")
 # 1 MB each 25 ms from one client: about 35 MB/s, so the worker is past its 2 s minimum lifetime near

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from tests.support.server import GUNICORN, project_copy, run_to_exit
-from tests.support.wait import poll_until
+from harness.server import GUNICORN, project_copy, run_to_exit
+from harness.wait import poll_until
 
 pytestmark = pytest.mark.live
 

@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from tests.support.load import run_load
-from tests.support.wait import poll_until
+from harness.load import run_load
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live]
 
-SERVICE = "tests.apps.service_with_leaks:app"  # the FitFlix app, /health/memory included, and the leaky routes
+SERVICE = "harness.apps.service_with_leaks:app"  # the FitFlix app, /health/memory included, and the leaky routes
 SLOW_MS = 2500
 RECYCLE_LINE = re.compile(r"Recycling worker pid=(\d+) reason=(\w+) ")
 

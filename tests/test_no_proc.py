@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from harness.load import run_load
+from harness.noproc import NO_PROC, no_proc_problem
+from harness.server import run_to_exit
+from harness.wait import poll_until
 from tests.conftest import REQUIRE_CGROUP
-from tests.support.load import run_load
-from tests.support.noproc import NO_PROC, no_proc_problem
-from tests.support.server import run_to_exit
-from tests.support.wait import poll_until
 
 pytestmark = [pytest.mark.live]
 
 MIB = 1024 * 1024
-LEAKS = "tests.apps.service_with_leaks:app"
+LEAKS = "harness.apps.service_with_leaks:app"
 MEMORY_RECYCLE = re.compile(r"Recycling worker pid=(\d+) reason=memory .* figures=getrusage-peak")
 
 

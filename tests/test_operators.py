@@ -14,9 +14,9 @@ from fitflix import create_app
 from fitflix.health import health_json_status, readiness_problem
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
+from harness.metrics import metric_samples
+from harness.wait import poll_until
 from tests.fakes import MIB
-from tests.support.metrics import metric_samples
-from tests.support.wait import poll_until
 
 pytestmark = pytest.mark.usefixtures("standalone_runtime")
 

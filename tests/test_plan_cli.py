@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.support.server import GUNICORN, run_to_exit
+from harness.server import GUNICORN, run_to_exit
 
 ENV = {"MAX_MEMORY_MB": "1024", "ENABLE_CLUSTERING": "true", "THREADS": "6", "MAX_REQUESTS": "777"}
 

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from bench import plots
-from tests.support.server import PROJECT
+from harness.server import PROJECT
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -168,7 +168,7 @@ def test_each_parts_picture_comes_above_its_table_with_its_numbers_linked():
 def test_the_memory_sampler_reads_a_real_cgroup_every_20_ms(memory_cgroup, memory_holder):
     """The samples behind the leak and spike figures: 50 ms or finer, the usage, and a process that joins."""
     from bench.servers import MemorySampler
-    from tests.support.wait import poll_until
+    from harness.wait import poll_until
 
     cgroup = memory_cgroup(256)
     with MemorySampler(cgroup, every_s=0.02) as sampler:

@@ -1,4 +1,4 @@
-"""Each fallback for a host without /proc (fitflix.memory.portable), on fake trees and a fake psutil.
+"""Each fallback for a host without /proc (fitflix.memory.reader), on fake trees and a fake psutil.
 
 A fake root with an empty `proc` folder is a host without /proc; a fake psutil
 plays a Mac's (RSS and USS, no PSS) or Linux's without /proc (NoSuchProcess
@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fitflix.memory.portable import (
+from fitflix.memory.process import ProcessMemory, StatmReader
+from fitflix.memory.reader import (
     Fallbacks,
     PeakReader,
     PsutilReader,
@@ -27,11 +28,10 @@ from fitflix.memory.portable import (
     read_process_memory,
     self_memory_reader,
 )
-from fitflix.memory.process import ProcessMemory, StatmReader
-from fitflix.memory.service import MemoryProbe, ProcessFigures, measure_container, service_memory
+from fitflix.memory.report import MemoryProbe, ProcessFigures, measure_container, service_memory
+from fitflix.serving.recycler import WorkerRecycler
 from fitflix.serving.sizing import PlanError, make_plan
 from fitflix.serving.state import SharedState
-from fitflix.serving.watchdog import WorkerRecycler
 from fitflix.settings import Settings
 from tests.fakes import MIB, make_meminfo, make_proc, smaps_rollup_text, write
 

@@ -1,4 +1,4 @@
-"""The worker recycler (fitflix.serving.watchdog.WorkerRecycler) in this process, on its real /proc/self.
+"""The worker recycler (fitflix.serving.recycler.WorkerRecycler) in this process, on its real /proc/self.
 
 A budget far below this process's own size makes every read "over the
 threshold"; a limit far above it keeps the hard cap out of reach unless a
@@ -17,13 +17,14 @@ from dataclasses import replace
 
 import pytest
 
-from fitflix.serving import backstop, watchdog
+from fitflix.serving import backstop
+from fitflix.serving import recycler as recycler_module
+from fitflix.serving.recycler import WorkerRecycler
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import SharedState
-from fitflix.serving.watchdog import WorkerRecycler
 from fitflix.settings import Settings
+from harness.wait import poll_until
 from tests.fakes import container
-from tests.support.wait import poll_until
 
 
 class FakeWorker:
@@ -39,7 +40,7 @@ class FakeWorker:
 def woken(monkeypatch):
     """The master wake-ups the recycler sends, recorded; the rlimit it would set, not set."""
     calls: list[int] = []
-    monkeypatch.setattr(watchdog, "wake_master", calls.append)
+    monkeypatch.setattr(recycler_module, "wake_master", calls.append)
     monkeypatch.setattr(backstop, "set_data_limit", lambda limit: None)
     return calls  # tracemalloc, which a recycler starts past 90% of its threshold, is stopped by conftest
 
@@ -120,7 +121,7 @@ def test_with_replace_first_off_it_stops_accepting_at_once(woken, recyclers):
 
 
 def test_with_no_answer_from_the_master_it_leaves_on_its_own(woken, recyclers, monkeypatch):
-    monkeypatch.setattr(watchdog, "SURGE_WAIT_S", 0.2)
+    monkeypatch.setattr(recycler_module, "SURGE_WAIT_S", 0.2)
     recycler = recyclers(FakeWorker(), SharedState())
     over_threshold(recycler)
     assert recycler.worker.alive is True

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.load import collect, load_processes
-from tests.support.wait import poll_until
+from harness.load import collect, load_processes
+from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live, pytest.mark.cgroup, pytest.mark.reliability]
 
-LEAKY = "tests.apps.leaky:app"
+LEAKY = "harness.apps.leaky:app"
 
 
 def test_sustained_load_fails_nothing_and_usage_stays_flat(live_server, memory_cgroup):

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.support.balancer import (
+from harness.balancer import (
     READY_PATH,
     Balancer,
     ClientLoad,
@@ -35,7 +35,7 @@ from tests.support.balancer import (
     parse_stats_csv,
     rolling_restarts,
 )
-from tests.support.wait import poll_until
+from harness.wait import poll_until
 
 REQUIRE_HAPROXY = os.environ.get("FITFLIX_REQUIRE_HAPROXY") == "1"
 INSTANCES = ("a", "b")
@@ -45,7 +45,7 @@ CLIENTS = 8
 LEAK_MB = 16  # per request: the default 361 MB budget is crossed after ~20 of them
 LEAK_REQUESTS_MAX = 40  # 640 MB: past the budget, the hard cap and the limit, so it must recycle before
 LEAK_TIME_LIMIT_S = 30.0
-# The worker's own line when it leaves for memory (fitflix/serving/watchdog.py, WorkerRecycler.on_exit).
+# The worker's own line when it leaves for memory (fitflix/serving/recycler.py, WorkerRecycler.on_exit).
 MEMORY_RECYCLE = re.compile(r"Recycling worker pid=(\d+) reason=memory ")
 
 

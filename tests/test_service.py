@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fitflix.memory.service import MemoryProbe, tree_pids
+from fitflix.memory.report import MemoryProbe, tree_pids
 from tests.fakes import MIB, make_cgroup_v1, make_proc, smaps_rollup_text
 
 MASTER, WORKERS = 4000, (4003, 4007)

@@ -17,9 +17,9 @@ import time
 import pytest
 
 from fitflix import SECURITY_HEADERS
-from tests.support.flood import Flood, probe_series
-from tests.support.server import LiveServer, plain_gunicorn_command
-from tests.support.wait import poll_until
+from harness.flood import Flood, probe_series
+from harness.server import LiveServer, plain_gunicorn_command
+from harness.wait import poll_until
 
 pytestmark = pytest.mark.live
 

@@ -1,4 +1,4 @@
-"""tests/support/wait.py: deadlines that stretch on a slow host (FITFLIX_TIME_SCALE), and refuse a bad factor."""
+"""harness/wait.py: deadlines that stretch on a slow host (FITFLIX_TIME_SCALE), and refuse a bad factor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support import wait
+from harness import wait
 
 
 @pytest.mark.parametrize("text", ["fast", "0.5", "0", "1000", ""])

@@ -1,4 +1,4 @@
-"""Read the container's memory and CPU limits from cgroup v1 or v2.
+"""Read the container's memory and CPU limits from cgroup v1 or v2 (the host's size is `container.py`).
 
 Every function takes `root`, the folder that stands for `/`, so tests run the
 same code against fake trees in a temporary folder. Nothing here caches: the
@@ -7,7 +7,6 @@ caller decides how often to read.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,21 +268,3 @@ def cpu_quota(cgroup: Cgroup | None) -> float | None:
             if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[1]):
                 quotas.append(int(fields[0]) / int(fields[1]))
     return min(quotas) if quotas else None
-
-
-def host_memory_bytes(root: Path = Path("/")) -> int | None:
-    """MemTotal from /proc/meminfo."""
-    for line in (_read_text(root / "proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def usable_cpus(cgroup: Cgroup | None, affinity_count: int | None = None) -> tuple[float, str]:
-    """CPUs this service may use and where that number came from."""
-    if affinity_count is None:
-        affinity_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cpu_quota(cgroup)
-    if quota is not None and quota < affinity_count:
-        return quota, f"cgroup v{cgroup.version} CPU quota" if cgroup else "cgroup CPU quota"
-    return float(affinity_count), "CPU affinity"

@@ -1,7 +1,7 @@
 """gunicorn glue: what gunicorn.conf.py needs, and its hooks.
 
 Each hook is a few lines, says which process runs it, and hands the work to
-tested code in `recycle.py`, `watchdog.py` and `fitflix.memory`. A hook that
+tested code in `recycle.py`, `recycler.py`, `monitor.py` and `fitflix.memory`. A hook that
 runs in a worker before it has booted must never raise: gunicorn treats that
 as a boot error (exit code 3) and shuts the whole server down.
 """
@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fitflix.memory.heap import set_arena_max
-from fitflix.memory.portable import PEAK_NOTE, own_private_bytes, own_rss_bytes, self_memory_reader
-from fitflix.memory.service import MemoryProbe, measure_container
+from fitflix.memory.reader import PEAK_NOTE, own_private_bytes, own_rss_bytes, self_memory_reader
+from fitflix.memory.report import MemoryProbe, measure_container
 from fitflix.serving import backstop
 from fitflix.serving.drain import Drain
+from fitflix.serving.monitor import MemoryMonitor
+from fitflix.serving.recycler import CLEANUP_SIGNAL, WorkerRecycler, clean_up
 from fitflix.serving.sizing import (
     MIB,
     Plan,
@@ -36,7 +38,6 @@ from fitflix.serving.sizing import (
 from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.serving.surge import Surge, wake_master
 from fitflix.serving.warmup import warm_up
-from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor, WorkerRecycler, clean_up
 from fitflix.settings import Settings, SettingsError, load_settings, reload_settings, setting_changes
 
 

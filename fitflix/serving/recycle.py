@@ -1,6 +1,6 @@
 """Pure decisions: when a worker leaves, which worker the guard takes, what to log.
 
-The gunicorn hooks (`hooks.py`) and the master's monitor (`watchdog.py`)
+The gunicorn hooks (`hooks.py`) and the master's monitor (`monitor.py`)
 measure and act; every choice they make is a function here, tested on plain
 numbers.
 """

@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+from fitflix.memory.container import MIB, Container
 from fitflix.settings import Settings
-
-MIB = 1024 * 1024
 
 # Resident memory of the gunicorn master after preloading the app, plus the
 # pages it shares with every worker (they appear once in the service's PSS).
@@ -50,21 +49,6 @@ DEFAULT_MEMORY_MULTIPLE = 3
 # Each worker draws its own recycle threshold in [budget x this, budget], so
 # workers that leak alike do not recycle at the same moment.
 THRESHOLD_JITTER_FRACTION = 0.10
-
-
-@dataclass(frozen=True)
-class Container:
-    """What was measured about the machine the service runs on."""
-
-    cgroup_limit_bytes: int | None
-    cgroup_version: int | None
-    host_memory_bytes: int | None  # None where no source could tell (MAX_MEMORY_MB is needed then)
-    cpus: float
-    cpu_source: str
-    host_memory_source: str = "/proc/meminfo"  # or psutil, or sysconf, where /proc is missing
-    # Which file cgroup_limit_bytes is: memory.max or memory.high (v2), memory.limit_in_bytes (v1).
-    cgroup_limit_file: str | None = None
-    cgroup_max_bytes: int | None = None  # v2's memory.max where memory.high is the (lower) limit
 
 
 class PlanError(ValueError):

@@ -1,10 +1,10 @@
-"""The FitFlix log lines the benchmarks count (bench/fitflix_log.py): banner, recycles, replacements (no servers)."""
+"""The FitFlix log lines the benchmarks count (harness/fitflix_log.py): banner, recycles, replacements (no servers)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.fitflix_log import (
+from harness.fitflix_log import (
     parse_budget,
     parse_hard_cap_mb,
     parse_recycles,

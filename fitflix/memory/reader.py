@@ -81,7 +81,7 @@ def system_fallbacks() -> Fallbacks:
 
 def host_memory(root: Path = Path("/"), fallbacks: Fallbacks | None = None) -> tuple[int | None, str]:
     """The host's memory and where it came from: /proc/meminfo, else psutil, else sysconf."""
-    from fitflix.memory.cgroup import host_memory_bytes
+    from fitflix.memory.container import host_memory_bytes
 
     total = host_memory_bytes(root)
     if total is not None:

@@ -102,7 +102,7 @@ def run_load_processes(
     command = [
         sys.executable,
         "-m",
-        "tests.support.load",
+        "harness.load",
         str(port),
         path,
         str(requests // processes),
@@ -111,7 +111,7 @@ def run_load_processes(
         "1" if keep_alive else "0",
     ]
     return [
-        subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
         for _ in range(processes)
     ]
 

@@ -6,12 +6,13 @@ import signal
 
 import pytest
 
-from fitflix.memory.service import MemoryProbe
-from fitflix.serving import watchdog
+from fitflix.memory.report import MemoryProbe
+from fitflix.serving import monitor as monitor_module
+from fitflix.serving.monitor import MemoryMonitor
 from fitflix.serving.recycle import GUARD_COOLDOWN_S
+from fitflix.serving.recycler import CLEANUP_SIGNAL
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import SharedState
-from fitflix.serving.watchdog import CLEANUP_SIGNAL, MemoryMonitor
 from fitflix.settings import Settings
 from tests.fakes import MIB, container, make_cgroup_v1, make_proc, smaps_rollup_text
 
@@ -37,7 +38,7 @@ class FakeServer:
 def sent(monkeypatch):
     """Signals the monitor would send, recorded instead of sent (the pids are fake)."""
     signals: list[tuple[int, int]] = []
-    monkeypatch.setattr(watchdog, "_signal", lambda pid, signum: signals.append((pid, signum)))
+    monkeypatch.setattr(monitor_module, "_signal", lambda pid, signum: signals.append((pid, signum)))
     return signals
 
 
@@ -83,7 +84,7 @@ def test_at_critical_every_worker_cleans_up_and_the_biggest_leaves(tmp_path, sen
 
 def test_the_guard_waits_for_its_cooldown_and_for_the_last_worker_it_asked(tmp_path, sent, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(watchdog.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: clock[0])
     monitor = monitor_on(tmp_path, usage_mb=480)
     monitor.tick()
     clock[0] += GUARD_COOLDOWN_S / 2
@@ -111,7 +112,7 @@ def test_a_re_executed_master_is_never_a_worker_nor_signalled(tmp_path, sent):
 def test_no_recycle_when_the_memory_is_held_outside_the_workers(tmp_path, sent, monkeypatch):
     """480 MB used of 512 with workers holding 15 MB: recycling them all could not reach the critical 460 MB."""
     clock = [1000.0]
-    monkeypatch.setattr(watchdog.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: clock[0])
     monitor = monitor_on(tmp_path, usage_mb=480, workers={5001: 5, 5002: 10})
     for _ in range(30):
         monitor.tick()
@@ -126,7 +127,7 @@ def test_no_recycle_when_the_memory_is_held_outside_the_workers(tmp_path, sent, 
 
 def test_a_recycle_that_frees_nothing_backs_off_and_is_logged_once(tmp_path, sent, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(watchdog.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: clock[0])
     monitor = monitor_on(tmp_path, usage_mb=480, workers={5001: 5, 5002: 90})
     monitor.tick()  # recycles 5002: its 90 MB could bring 480 under 460
     assert sigterms(sent) == [5002]
@@ -145,7 +146,7 @@ def test_a_recycle_that_frees_nothing_backs_off_and_is_logged_once(tmp_path, sen
 
 def test_a_recycle_that_gives_memory_back_keeps_the_guard_at_its_cooldown(tmp_path, sent, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr(watchdog.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: clock[0])
     monitor = monitor_on(tmp_path, usage_mb=480, workers={5001: 60, 5002: 90, 5003: 5})
     monitor.tick()
     assert sigterms(sent) == [5002]

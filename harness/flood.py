@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from tests.support.wait import poll_until
+from harness.wait import poll_until
 
 log = logging.getLogger(__name__)
 

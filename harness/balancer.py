@@ -33,14 +33,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.cgroups import MemoryCgroup
-from tests.support.pipe import LogPipe, end
-from tests.support.server import LiveServer, plain_gunicorn_command
-from tests.support.wait import Timeout, poll_until
+from harness.cgroups import MemoryCgroup
+from harness.pipe import LogPipe, end
+from harness.server import LiveServer, plain_gunicorn_command
+from harness.wait import Timeout, poll_until
 
 HOST = "127.0.0.1"
 BACKEND = "service"
-SERVICE_WITH_LEAKS = "tests.apps.service_with_leaks:app"
+SERVICE_WITH_LEAKS = "harness.apps.service_with_leaks:app"
 READY_PATH = "/health/ready"
 # What the clients ask for: mostly /health, and a request that is in flight for 20 ms
 # (so a stop always finds some), from the leaky app every drill instance serves.

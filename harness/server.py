@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.pipe import LogPipe, end
-from tests.support.wait import Timeout, poll_until
+from harness.pipe import LogPipe, end
+from harness.wait import Timeout, poll_until
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+) \((\d+)\)")
 
 # The environment a test server starts from: only what the test chooses, so a
@@ -48,7 +48,7 @@ class LiveServer:
         """`project`: the folder with gunicorn.conf.py (a `project_copy` for a test's own .env).
 
         `prefix`: a command that runs gunicorn in place of itself (`exec`), such as
-        `tests.support.noproc.NO_PROC`: the pid started is still gunicorn's master.
+        `harness.noproc.NO_PROC`: the pid started is still gunicorn's master.
         `ready_path`: the first 200 there means the server is up (an app without /health has another).
         """
         self.env = server_env(env)
@@ -62,7 +62,7 @@ class LiveServer:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.master_pid: int | None = None
-        self._log: LogPipe | None = None  # never a file: see tests/support/pipe.py
+        self._log: LogPipe | None = None  # never a file: see harness/pipe.py
 
     def server_command(self) -> list[str]:
         """gunicorn with the project's gunicorn.conf.py (the benchmarks' peers start other servers).

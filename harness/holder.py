@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from tests.support.wait import poll_until
+from harness.wait import poll_until
 
 # Writes one byte per page so every page is resident, says so, then waits for stdin to close.
 _HOLD = (

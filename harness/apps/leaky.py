@@ -40,12 +40,12 @@ def _touched(megabytes: int) -> bytearray:
 
 
 def leak_site() -> str:
-    """ "tests/apps/leaky.py:N", N the line that allocates each kept block: what a report of what grew names."""
+    """ "harness/apps/leaky.py:N", N the line that allocates each kept block: what a report of what grew names."""
     import inspect
 
     source, first = inspect.getsourcelines(_touched)
     offset = next(index for index, text in enumerate(source) if "bytearray(megabytes" in text)
-    return f"tests/apps/leaky.py:{first + offset}"
+    return f"harness/apps/leaky.py:{first + offset}"
 
 
 def app(environ, start_response):

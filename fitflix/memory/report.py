@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fitflix.memory.cgroup import Cgroup, CgroupMemory, find_cgroup, read_memory, usable_cpus
-from fitflix.memory.portable import Fallbacks, host_memory, read_process_memory
+from fitflix.memory.cgroup import Cgroup, CgroupMemory, find_cgroup, read_memory
+from fitflix.memory.container import MIB, Container, usable_cpus
 from fitflix.memory.process import ProcessMemory
-from fitflix.serving.sizing import MIB, Container
+from fitflix.memory.reader import Fallbacks, host_memory, read_process_memory
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from fitflix.memory.cgroup import find_cgroup, read_pressure
-from tests.support.wait import poll_until
+from harness.wait import poll_until
 
 MIB = 1024 * 1024
 

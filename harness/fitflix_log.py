@@ -1,6 +1,6 @@
 """The FitFlix log lines the parts count: the budget banner, each recycle, and how each replacement went.
 
-Pure parsers of a server log's text (fitflix/serving/hooks.py's banner, watchdog.py's recycle line,
+Pure parsers of a server log's text (fitflix/serving/hooks.py's banner, recycler.py's recycle line,
 surge.py's master lines), so the parts' tables say what the service itself reported.
 """
 

@@ -1,12 +1,12 @@
 """The FitFlix app with the leaky test routes in front: a user's own routes beside /health.
 
-/leak, /native, /spike, /sleep and /pid go to `tests.apps.leaky`; everything else (the
+/leak, /native, /spike, /sleep and /pid go to `harness.apps.leaky`; everything else (the
 health endpoints, /metrics) to the FitFlix app from `wsgi.py`.
 """
 
 from __future__ import annotations
 
-from tests.apps import leaky
+from harness.apps import leaky
 from wsgi import app as service
 
 LEAKY_PATHS = frozenset({"/leak", "/native", "/spike", "/sleep", "/pid"})
