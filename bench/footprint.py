@@ -10,7 +10,7 @@ from bench.load import requests_until
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Footprint, Peer, mb, peer_problem, serving
-from fitflix.serving.sizing import MIB
+from fitflix.memory.container import MIB
 
 log = logging.getLogger("bench")
 

@@ -35,6 +35,7 @@ from bench.overhead import worker_cpu_s
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Running, serving
+from fitflix.memory.container import MIB
 from fitflix.memory.growth import (
     ARM_FRACTION,
     DEFAULT_MAX_TRACEMALLOC_BYTES,
@@ -44,7 +45,6 @@ from fitflix.memory.growth import (
 )
 from fitflix.memory.process import read_smaps_rollup
 from fitflix.serving.recycler import REPORT_MAX_TRACE_BYTES, REPORT_ROOM_SHARE
-from fitflix.serving.sizing import MIB
 from harness.fitflix_log import Recycle, parse_recycles
 from harness.server import PROJECT
 from harness.wait import Timeout, poll_until

@@ -15,7 +15,7 @@ from bench.load import run_clients
 from bench.report import Part
 from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
-from fitflix.serving.sizing import MIB
+from fitflix.memory.container import MIB
 from harness.cgroups import MemoryCgroup
 from harness.holder import MemoryHolder
 

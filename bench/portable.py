@@ -33,8 +33,8 @@ from bench.load import Throughput, requests_until, run_clients
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
+from fitflix.memory.container import MIB
 from fitflix.memory.process import ProcessMemory, read_smaps_rollup
-from fitflix.serving.sizing import MIB
 from harness.noproc import NO_PROC, no_proc_problem
 
 log = logging.getLogger("bench")

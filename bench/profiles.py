@@ -43,9 +43,10 @@ from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
 from bench.spike import first_fresh_answer
+from fitflix.memory.container import MIB
 from fitflix.memory.process import read_smaps_rollup
 from fitflix.memory.report import measure_container
-from fitflix.serving.sizing import MIB, make_plan
+from fitflix.serving.sizing import make_plan
 from fitflix.settings import PROFILE_DEFAULTS, Settings
 
 log = logging.getLogger("bench")

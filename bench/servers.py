@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.plots import Trace
+from fitflix.memory.container import MIB
 from fitflix.memory.process import children_of, read_smaps_rollup
-from fitflix.serving.sizing import MIB
 from harness.cgroups import MemoryCgroup
 from harness.server import PROJECT, LiveServer, plain_gunicorn_command
 from harness.wait import poll_until

@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from fitflix.access import is_authorized, unauthorized
+from fitflix.memory.container import MIB
 from fitflix.memory.heap import read_heap
 from fitflix.memory.report import MemoryProbe, MemoryReport, measure_container
 from fitflix.page import render_memory_page
 from fitflix.serving.recycle import memory_status
-from fitflix.serving.sizing import MIB, Plan, make_plan, resize_plan
+from fitflix.serving.sizing import Plan, make_plan, resize_plan
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
 

@@ -261,7 +261,7 @@ def make_meminfo(root: Path, total_kb: int) -> Path:
 
 def container(cgroup_mb: int | None = None, version: int | None = None, host_mb: int = 4096, cpus: float = 2.0):
     """What measure_container would report: a cgroup limit (or none), the host's memory, CPUs."""
-    from fitflix.serving.sizing import Container
+    from fitflix.memory.container import Container
 
     return Container(
         cgroup_limit_bytes=None if cgroup_mb is None else cgroup_mb * MIB,

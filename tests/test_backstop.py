@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from fitflix.memory.container import MIB
 from fitflix.memory.process import StatmReader
 from fitflix.serving.backstop import start_pool_threads
-from fitflix.serving.sizing import MIB
 
 
 def data_bytes(statm: StatmReader) -> int:

@@ -19,7 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from fitflix.serving.sizing import MIB, Plan, make_plan
+from fitflix.memory.container import MIB
+from fitflix.serving.sizing import Plan, make_plan
 from fitflix.settings import Settings
 from tests.fakes import container
 from tests.test_deploy_files import variables_read_by_settings

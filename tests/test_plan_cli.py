@@ -64,7 +64,7 @@ def test_plan_refuses_what_the_server_would_refuse(env, code, says):
 )
 def test_the_plans_cgroup_row_names_the_file_the_limit_came_from(limit_file, max_mb, says):
     from fitflix.__main__ import cgroup_limit_origin
-    from fitflix.serving.sizing import MIB, Container
+    from fitflix.memory.container import MIB, Container
 
     version = 1 if limit_file == "memory.limit_in_bytes" else 2
     container = Container(

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from fitflix.memory.container import MIB
 from fitflix.serving.recycle import (
     DATA_LIMIT_RECYCLE_FRACTION,
     KEEP,
@@ -24,7 +25,7 @@ from fitflix.serving.recycle import (
     needs_exact_check,
     requests_to_skip,
 )
-from fitflix.serving.sizing import MIB, MIN_WORKER_LIFETIME_S
+from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S
 
 LIMITS = WorkerLimits(threshold_bytes=300 * MIB, hard_cap_bytes=400 * MIB, data_limit_bytes=1000 * MIB)
 NO_DATA_LIMIT = WorkerLimits(threshold_bytes=300 * MIB, hard_cap_bytes=400 * MIB, data_limit_bytes=None)

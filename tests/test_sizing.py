@@ -381,7 +381,7 @@ def test_plan_changes_name_each_moved_figure():
 
 def host(memory_mb: int = 24105):
     """A machine with no memory cgroup limit: the host's memory is the limit."""
-    from fitflix.serving.sizing import Container
+    from fitflix.memory.container import Container
 
     return Container(None, 1, memory_mb * 1024 * 1024, 2.0, "CPU affinity")
 

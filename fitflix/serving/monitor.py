@@ -11,10 +11,11 @@ import signal
 import threading
 import time
 
+from fitflix.memory.container import MIB
 from fitflix.memory.report import MemoryProbe
 from fitflix.serving.recycle import EFFECTIVE, FUTILE, GuardPolicy, MonitorLogPolicy, memory_status, surge_fits
 from fitflix.serving.recycler import CLEANUP_SIGNAL
-from fitflix.serving.sizing import FRESH_WORKER_ALLOWANCE_MB, MIB, Plan
+from fitflix.serving.sizing import FRESH_WORKER_ALLOWANCE_MB, Plan
 from fitflix.serving.state import SharedState
 
 

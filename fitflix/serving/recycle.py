@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from fitflix.serving.sizing import MIB, MIN_WORKER_LIFETIME_S, THRESHOLD_JITTER_FRACTION
+from fitflix.memory.container import MIB
+from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S, THRESHOLD_JITTER_FRACTION
 
 KEEP, RECYCLE, URGENT = "keep", "recycle", "urgent"
 

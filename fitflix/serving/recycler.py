@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from fitflix.memory.container import MIB
 from fitflix.memory.growth import ARM_FRACTION, GrowthWatch
 from fitflix.memory.heap import malloc_trim
 from fitflix.memory.reader import read_process_memory, self_memory_reader
@@ -34,7 +35,7 @@ from fitflix.serving.recycle import (
     requests_to_skip,
     should_trim,
 )
-from fitflix.serving.sizing import MIB, Plan, resize_plan
+from fitflix.serving.sizing import Plan, resize_plan
 from fitflix.serving.state import SharedState
 from fitflix.serving.surge import BOOT_TIMEOUT_S, wake_master
 
