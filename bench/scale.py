@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fitflix.settings import Settings
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -64,7 +66,7 @@ QUICK = Scale(
     spike_sweep_threads=(8,),
     spike_sweep_time_limit_s=120,
     neighbours_load_s=8,
-    slow_clients_probe_s=12,  # past FitFlix's HEAD_TIMEOUT_S (10 s): the first cut heads and their reopens
+    slow_clients_probe_s=Settings.head_timeout_s + 2,  # past HEAD_TIMEOUT_S: the first cut heads and their reopens
     rolling_rounds=1,
     rolling_time_limit_s=90,
 )

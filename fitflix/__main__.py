@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from fitflix.serving.sizing import (
     make_plan,
     with_app_baseline,
 )
-from fitflix.settings import SettingsError, load_settings
+from fitflix.settings import OPTIMIZED, PROFILE_DEFAULTS, SettingsError, load_settings, setting_origins
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -34,8 +35,16 @@ def cgroup_limit_origin(container) -> str:
     return origin
 
 
-def plan_rows(plan, container) -> list[tuple[str, str, str]]:
-    """(name, value, where it came from) for every input and derived value."""
+def plan_rows(plan, container, origins: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """(name, value, where it came from) for every input and derived value.
+
+    `origins` (settings.setting_origins) says for each variable named whether it was set, came from .env
+    or is a (profile's) default.
+    """
+
+    def var(*names: str) -> str:
+        return ", ".join(f"{name} ({origins[name]})" if origins else name for name in names)
+
     return [
         ("limit", f"{plan.limit_mb} MB", plan.limit_source),
         (
@@ -49,15 +58,15 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
             cgroup_limit_origin(container),
         ),
         ("CPUs", f"{plan.cpus:g}", plan.cpu_source),
-        ("clustering", "enabled" if plan.clustering else "disabled", "ENABLE_CLUSTERING"),
+        ("clustering", "enabled" if plan.clustering else "disabled", var("ENABLE_CLUSTERING")),
         ("workers", str(plan.workers), "; ".join(plan.notes)),
         ("workers the memory holds", str(plan.workers_memory_holds), "critical level less the master, per worker"),
-        ("worker class", f"{plan.worker_class} x {plan.threads} threads", "THREADS"),
+        ("worker class", f"{plan.worker_class} x {plan.threads} threads", var("THREADS")),
         ("worker budget", f"{plan.worker_budget_mb} MB", f"the lower of the two below: {plan.budget_rule} applies"),
         (
             "absolute budget",
             f"{plan.absolute_budget_mb} MB",
-            "WORKER_MAX_MEMORY_MB or (warn level - master) / workers",
+            f"{var('WORKER_MAX_MEMORY_MB')} or (warn level - master) / workers",
         ),
         (
             "relative budget",
@@ -74,7 +83,7 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
         (
             "recycle order",
             "replace, then retire" if plan.replace_first else "retire, then replace",
-            f"RECYCLE_REPLACE_FIRST; the replacement boots first where one more fresh worker "
+            f"{var('RECYCLE_REPLACE_FIRST')}; the replacement boots first where one more fresh worker "
             f"({FRESH_WORKER_ALLOWANCE_MB} MB) fits under the critical level",
         ),
         ("worker hard cap", f"{plan.worker_hard_cap_mb} MB", "budget + (critical - warn level) / workers"),
@@ -82,27 +91,36 @@ def plan_rows(plan, container) -> list[tuple[str, str, str]]:
         (
             "max_requests",
             f"{plan.max_requests} (+0..{plan.max_requests_jitter} jitter)",
-            "MAX_REQUESTS, MAX_REQUESTS_JITTER",
+            var("MAX_REQUESTS", "MAX_REQUESTS_JITTER"),
         ),
-        ("request timeout", f"{plan.timeout_s} s", "WORKER_TIMEOUT_S"),
+        ("request timeout", f"{plan.timeout_s} s", var("WORKER_TIMEOUT_S")),
         (
             "drain / graceful",
             f"{plan.drain_s} s / {plan.graceful_timeout_s} s",
-            "DRAIN_S; on SIGTERM, ready answers 503 while serving, then in-flight requests get the rest of 25 s",
+            f"{var('DRAIN_S')}; on SIGTERM, ready answers 503 while serving, "
+            "then in-flight requests get the rest of 25 s",
         ),
-        ("request head timeout", f"{plan.head_timeout_s} s", "HEAD_TIMEOUT_S; slow heads never hold a thread"),
-        ("thresholds", f"warn {plan.warn_percent}%, critical {plan.critical_percent}%", "MEMORY_WARN/CRITICAL_PERCENT"),
+        (
+            "request head timeout",
+            f"{plan.head_timeout_s} s",
+            f"{var('HEAD_TIMEOUT_S')}; slow heads never hold a thread",
+        ),
+        (
+            "thresholds",
+            f"warn {plan.warn_percent}%, critical {plan.critical_percent}%",
+            var("MEMORY_WARN_PERCENT", "MEMORY_CRITICAL_PERCENT"),
+        ),
         (
             "memory profile",
             plan.memory_profile,
-            "MEMORY_PROFILE: the defaults of THREADS, MAX_REQUESTS, the percents and the three below",
+            f"{var('MEMORY_PROFILE')}: the defaults of {', '.join(PROFILE_DEFAULTS[OPTIMIZED])}",
         ),
-        ("worker GC", f"gen-0 at {plan.gc_threshold}" if plan.gc_threshold else "Python's own", "GC_THRESHOLD"),
-        ("heap trim", f"after {plan.heap_trim_mb} MB of growth" if plan.heap_trim_mb else "never", "HEAP_TRIM_MB"),
+        ("worker GC", f"gen-0 at {plan.gc_threshold}" if plan.gc_threshold else "Python's own", var("GC_THRESHOLD")),
+        ("heap trim", f"after {plan.heap_trim_mb} MB of growth" if plan.heap_trim_mb else "never", var("HEAP_TRIM_MB")),
         (
             "malloc arenas",
             str(plan.malloc_arena_max) if plan.malloc_arena_max else "glibc's own (8 x cores)",
-            "MALLOC_ARENA_MAX",
+            var("MALLOC_ARENA_MAX"),
         ),
     ]
 
@@ -141,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        rows = plan_rows(plan, container) + [
+        rows = plan_rows(plan, container, setting_origins(os.environ)) + [
             ("worker baseline", f"{baseline_mb:.0f} MB", "this process after loading the app")
         ]
         width = max(len(name) for name, _value, _source in rows)

@@ -33,6 +33,10 @@ def test_plan_table_names_every_input_and_its_source():
     for row in ("limit", "CPUs", "workers", "worker budget", "worker hard cap", "max_requests", "worker baseline"):
         assert re.search(rf"^{row}\s", result.stdout, flags=re.MULTILINE), row
     assert re.search(r"^limit\s+1024 MB\s+env$", result.stdout, flags=re.MULTILINE)
+    # The "from" column says where each variable's value came from.
+    assert re.search(r"^worker class\s+.* x 6 threads\s+THREADS \(set\)$", result.stdout, flags=re.MULTILINE)
+    assert "MAX_REQUESTS (set), MAX_REQUESTS_JITTER (default)" in result.stdout
+    assert "WORKER_MAX_MEMORY_MB (unset)" in result.stdout
 
 
 @pytest.mark.parametrize(

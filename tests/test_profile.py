@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from fitflix.serving.sizing import make_plan, profile_summary
+from fitflix.serving.sizing import SHUTDOWN_BUDGET_S, make_plan, profile_summary
 from fitflix.settings import PROFILE_DEFAULTS, Settings, SettingsError
 from tests.fakes import container
 
 BOTH = {
     # field: (standard, memory-optimized), at 512 MB (cgroup v1), one worker, 2 CPUs
+    # (a default the profiles leave alone is the settings table's, not a copy of it)
     "limit_mb": (512, 512),
     "limit_source": ("cgroup v1", "cgroup v1"),
     "cpus": (2.0, 2.0),
@@ -22,18 +23,18 @@ BOTH = {
     "worker_budget_mb": (361, 284),  # (512 x 80% - 48) and (512 x 65% - 48)
     "worker_hard_cap_mb": (412, 335),  # + 512 x 10%
     "master_reserve_mb": (48, 48),
-    "max_requests": (10000, 10000),
-    "max_requests_jitter": (1000, 1000),
-    "timeout_s": (30, 30),
-    "graceful_timeout_s": (20, 20),
-    "head_timeout_s": (10, 10),
-    "drain_s": (5, 5),
+    "max_requests": (Settings.max_requests,) * 2,
+    "max_requests_jitter": (Settings.max_requests_jitter,) * 2,
+    "timeout_s": (Settings.worker_timeout_s,) * 2,
+    "graceful_timeout_s": (SHUTDOWN_BUDGET_S - Settings.drain_s,) * 2,
+    "head_timeout_s": (Settings.head_timeout_s,) * 2,
+    "drain_s": (Settings.drain_s,) * 2,
     "warn_percent": (80, 65),
     "critical_percent": (90, 75),
     "memory_profile": ("standard", "memory-optimized"),
-    "gc_threshold": (0, 0),
-    "heap_trim_mb": (0, 0),
-    "malloc_arena_max": (0, 0),
+    "gc_threshold": (Settings.gc_threshold,) * 2,
+    "heap_trim_mb": (Settings.heap_trim_mb,) * 2,
+    "malloc_arena_max": (Settings.malloc_arena_max,) * 2,
     "budget_from_env": (False, False),
     "replace_first": (True, True),
     "memory_multiple": (0, 0),  # a real limit: no relative budget unless WORKER_MEMORY_MULTIPLE is set

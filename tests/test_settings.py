@@ -327,3 +327,15 @@ def test_recycle_replace_first_is_a_boolean():
     assert Settings.from_env({"RECYCLE_REPLACE_FIRST": "no"}).recycle_replace_first is False
     with pytest.raises(SettingsError, match="RECYCLE_REPLACE_FIRST='later': expected one of true/false"):
         Settings.from_env({"RECYCLE_REPLACE_FIRST": "later"})
+
+
+def test_each_origin_says_where_a_value_came_from(monkeypatch):
+    from fitflix import settings as module
+
+    monkeypatch.setattr(module, "_from_dotenv", {"DRAIN_S"})
+    origins = module.setting_origins({"MEMORY_PROFILE": "Memory-Optimized", "THREADS": "4", "DRAIN_S": "3"})
+    assert (origins["THREADS"], origins["DRAIN_S"], origins["MEMORY_PROFILE"]) == ("set", ".env", "set")
+    assert origins["MEMORY_WARN_PERCENT"] == origins["MEMORY_CRITICAL_PERCENT"] == "memory-optimized's default"
+    assert (origins["HEAD_TIMEOUT_S"], origins["MAX_MEMORY_MB"]) == ("default", "unset")
+    assert set(origins) == {setting.name for setting in module.SETTINGS}
+    assert module.setting_origins({})["THREADS"] == "default"

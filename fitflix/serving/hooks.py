@@ -38,7 +38,14 @@ from fitflix.serving.sizing import (
 from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.serving.surge import Surge, wake_master
 from fitflix.serving.warmup import warm_up
-from fitflix.settings import Settings, SettingsError, load_settings, reload_settings, setting_changes
+from fitflix.settings import (
+    RESTART_ONLY,
+    Settings,
+    SettingsError,
+    load_settings,
+    reload_settings,
+    setting_changes,
+)
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,6 @@ class ServerConfig:
     settings: Settings
     plan: Plan
     worker_tmp_dir: str | None
-
-
-# Settings the preloaded app or the master's monitor took when the server started: a
-# SIGHUP cannot change them (the app is loaded once, in the master, under preload_app).
-RESTART_ONLY = frozenset({"HEALTH_TOKEN", "HEALTH_FAIL_ON_CRITICAL", "READY_FAIL_ON_CRITICAL", "MEMORY_LOG_INTERVAL_S"})
 
 
 def _worker_tmp_dir() -> str | None:
