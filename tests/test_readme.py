@@ -1,11 +1,12 @@
-"""The README runs as written: its JSON examples have a live answer's keys, its commands name what a fresh clone has.
+"""The README and docs/ run as written: JSON examples have a live answer's keys, commands name what a fresh clone has.
 
-An example is the indented block after an `<!-- example: GET /path -->`
-comment; its keys, nested, must be exactly the keys of a live answer from
-real gunicorn (values vary: pids, times, figures). A command is a line of an
-indented block that starts with `$ ` or names a program; Python's tools must
-be the virtual environment's (`.venv/bin/...`), since a fresh clone has no
-other flask, gunicorn or prometheus_client.
+Every check reads README.md and every page of docs/. An example is the
+indented block after an `<!-- example: GET /path -->` comment; its keys,
+nested, must be exactly the keys of a live answer from real gunicorn (values
+vary: pids, times, figures). A command is a line of an indented block that
+starts with `$ ` or names a program; Python's tools must be the virtual
+environment's (`.venv/bin/...`), since a fresh clone has no other flask,
+gunicorn or prometheus_client.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PROJECT = Path(__file__).resolve().parents[1]
+README = PROJECT / "README.md"
 EXAMPLE = re.compile(r"^<!-- example: GET (\S+)[^>]*-->\n", re.MULTILINE)
-VENV_TOOLS = frozenset({"python", "python3", "pip", "pip3", "gunicorn", "pytest", "ruff"})
+VENV_TOOLS = frozenset({"python", "python3", "pip", "pip3", "gunicorn", "pytest", "ruff", "mkdocs"})
 PROGRAMS = VENV_TOOLS | {"bash", "curl", "kill", "docker", "kubectl", "apt-get", "git", "cd", "unshare"}
+
+
+def documents() -> list[Path]:
+    """README.md, then every page of docs/ by name."""
+    return [README, *sorted((PROJECT / "docs").glob("*.md"))]
 
 
 def indented_blocks(text: str) -> list[tuple[int, str]]:
@@ -91,13 +98,20 @@ def bare_tools(command: str) -> list[str]:
 
 
 def test_the_readme_has_its_examples_and_commands():
-    text = README.read_text()
-    assert [path for path, _document in examples(text)] == ["/health", "/health/memory"]
-    assert "bash scripts/test" in commands(text)
+    assert [path for document in documents() for path, _example in examples(document.read_text())] == [
+        "/health",
+        "/health/memory",
+    ]
+    assert "bash scripts/test" in commands(README.read_text())
 
 
 def test_every_command_uses_the_virtual_environments_tools():
-    bare = [tool for command in commands(README.read_text()) for tool in bare_tools(command)]
+    bare = [
+        f"{document.relative_to(PROJECT)}: {tool}"
+        for document in documents()
+        for command in commands(document.read_text())
+        for tool in bare_tools(command)
+    ]
     assert bare == [], f"these fail in a fresh clone without an activated virtual environment: {bare}"
 
 
@@ -116,7 +130,11 @@ def test_the_checks_catch_what_they_are_for():
 @pytest.mark.live
 def test_the_json_examples_have_the_keys_of_a_live_answer(live_server):
     server = live_server()
-    for path, document in examples(README.read_text()):
+    found = [(page, path, example) for page in documents() for path, example in examples(page.read_text())]
+    assert found, "no marked JSON example in README.md or docs/"
+    for page, path, example in found:
         status, live = server.get_json(path)
         assert status == 200, path
-        assert shape(document) == shape(live), f"README's example of GET {path} is not what the service answers now"
+        assert shape(example) == shape(live), (
+            f"{page.relative_to(PROJECT)}'s example of GET {path} is not what the service answers now"
+        )
