@@ -169,9 +169,10 @@ def run(scale: Scale) -> Part:
                     sampler.stop()
                     settle_granian(running, expected_workers(peer))
                     oom_kills, peak = running.oom_kills(), running.peak_bytes()
-                    recycle_lines = running.log().count("Recycling worker pid=")
+                    lines = parse_recycles(running.log())
+                    recycle_lines = len(lines)
                     surge, no_room = surge_counts(running.log()), without_reasons(running.log())
-                    recycles = recycle_summary(parse_recycles(running.log()))
+                    recycles = recycle_summary(lines)
                     granian_note = granian_events(running.log(), running.exit_code())
         except Exception as error:
             log.exception("part 3: %s failed", peer.name)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
-import re
 import shutil
 import statistics
 import tempfile
@@ -35,6 +34,7 @@ from bench.scale import Scale
 from bench.servers import Peer, Running, mb, serving
 from fitflix.memory.container import MIB
 from fitflix.memory.process import ProcessMemory, read_smaps_rollup
+from harness.fitflix_log import parse_recycles
 from harness.noproc import NO_PROC, no_proc_problem
 
 log = logging.getLogger("bench")
@@ -52,7 +52,6 @@ LEAK_MB_PER_REQUEST = 2
 LEAK_LIMIT_MB = 256  # MAX_MEMORY_MB and the cgroup's limit alike: the service cannot see the cgroup without /proc
 LEAK_REQUESTS = 250  # 500 MB kept through a 256 MB limit: the workers must be recycled
 LEAK_CLIENTS = 2
-MEMORY_RECYCLE = re.compile(r"Recycling worker pid=\d+ reason=memory")
 
 # Nothing here measures the drain: without it each peer stops at once, not DRAIN_S (5 s) later.
 STOP_AT_ONCE = {"DRAIN_S": "0"}
@@ -203,7 +202,7 @@ def leak_without_proc(bounds: Bounds) -> LeakResult:
             sent=len(samples),
             failed=sum(not sample.ok for sample in samples),
             seen=seen,
-            recycle_lines=len(MEMORY_RECYCLE.findall(running.log())),
+            recycle_lines=len(parse_recycles(running.log(), "memory")),
             peak_bytes=running.peak_bytes(),
         )
 

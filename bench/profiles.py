@@ -48,6 +48,7 @@ from fitflix.memory.process import read_smaps_rollup
 from fitflix.memory.report import measure_container
 from fitflix.serving.sizing import make_plan
 from fitflix.settings import PROFILE_DEFAULTS, Settings
+from harness.fitflix_log import parse_recycles
 
 log = logging.getLogger("bench")
 
@@ -74,8 +75,6 @@ NOT_FOR_BUSY = frozenset({"MEMORY_WARN_PERCENT", "MAX_REQUESTS"})
 
 JEMALLOC_PACKAGE = "libjemalloc2"  # Debian's; `apt-get install -y libjemalloc2`
 JEMALLOC_GLOB = "/usr/lib/*/libjemalloc.so.2"
-RECYCLE = re.compile(r"Recycling worker pid=\d+ reason=(\S+)")
-MEMORY_RECYCLE_USS = re.compile(r"Recycling worker pid=\d+ reason=memory rss=[\d.]+MB uss=([\d.]+)MB budget=(\d+)MB")
 SMAPS_HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S{4} ")
 MALLOC_HEAP_ALIGN_BYTES = 64 * 1024 * 1024  # glibc's HEAP_MAX_SIZE on 64-bit: thread arenas' heaps are aligned to it
 GUARD_MAX_BYTES = 64 * 1024  # a thread stack's guard page(s)
@@ -332,7 +331,7 @@ class Busy:
 
 
 def recycles_in(running: Running) -> Counter:
-    return Counter(RECYCLE.findall(running.log()))
+    return Counter(recycle.reason for recycle in parse_recycles(running.log()))
 
 
 def fitflix_peer(config: Config, app: str, name: str, extra: Mapping[str, str] | None = None) -> Peer:
@@ -377,6 +376,7 @@ def measure_leak(config: Config, bounds: Bounds) -> Leaked:
             timeout_s=30,
         )
         elapsed = time.monotonic() - started
+        memory_recycles = parse_recycles(running.log(), "memory")
         return Leaked(
             sent=len(samples),
             failed=sum(sample.status is None or sample.status >= 500 for sample in samples),
@@ -384,8 +384,8 @@ def measure_leak(config: Config, bounds: Bounds) -> Leaked:
             peak_bytes=running.peak_bytes(),
             oom_kills=running.oom_kills(),
             recycles=recycles_in(running),
-            recycle_uss_mb=tuple(float(uss) for uss, _budget in MEMORY_RECYCLE_USS.findall(running.log())),
-            budget_mb=next((int(budget) for _uss, budget in MEMORY_RECYCLE_USS.findall(running.log())), None),
+            recycle_uss_mb=tuple(recycle.uss_mb for recycle in memory_recycles),
+            budget_mb=next((recycle.budget_mb for recycle in memory_recycles), None),
             elapsed_s=elapsed,
         )
 

@@ -6,7 +6,6 @@ import collections
 import dataclasses
 import logging
 import os
-import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ TARGET_ADDED_MS = 50.0
 TARGET_SURGE_ADDED_MS = 5.0
 BEFORE_MS, AFTER_MS = 100.0, 150.0  # the figure: requests this close to a recycle, by their end
 FIGURE_RECYCLES = 20  # the first this many of each peer (every request near them): the SVG stays small
-REASON = re.compile(r"Recycling worker pid=\d+ reason=(\w+)")
 REPLACE_FIRST_OFF = {"RECYCLE_REPLACE_FIRST": "false"}
 
 
@@ -352,7 +350,7 @@ def run(scale: Scale) -> Part:
         worst_ms = [value + median_ms for value in added]
         quiet = added_ms(samples, quiet_windows(windows), median_ms)
         failed = [sample for sample in samples if not sample.ok]
-        reasons = collections.Counter(REASON.findall(server_log))
+        reasons = collections.Counter(recycle.reason for recycle in parse_recycles(server_log))
         counts = surge_counts(server_log)
         log_cell = ", ".join(f"{key} x{count}" for key, count in reasons.items()) or "-"
         if peer.kind == "fitflix":

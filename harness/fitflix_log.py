@@ -17,9 +17,11 @@ PROFILE_CAP = re.compile(r"Memory profile: .*?\(recycle at (\d+) MB, cap (\d+) M
 ABSOLUTE = re.compile(r"absolute (\d+) MB")
 RELATIVE = re.compile(r"relative (\d+) MB \((\d+) x the app's (\d+) MB\)")
 APPLIES = re.compile(r"(absolute|relative)(?: \d+ MB)? applies")
+# recycler.py's WorkerRecycler.on_exit: one line per recycled worker; ` figures=SOURCE` only where the
+# worker's figures did not come from /proc/self/statm (psutil, or getrusage-peak: the reader's source).
 RECYCLE_LINE = re.compile(
     r"Recycling worker pid=(\d+) reason=([\w-]+) rss=([\d.]+)MB uss=([\d.]+)MB budget=(\d+)MB "
-    r"threshold=([\d.]+)MB hard_cap=(\d+)MB requests=(\d+) age=([\d.]+)s"
+    r"threshold=([\d.]+)MB hard_cap=(\d+)MB requests=(\d+) age=([\d.]+)s(?: figures=([\w-]+))?"
 )
 # surge.py, in the master: asked, replaced first, retired without a replacement (no room), or the boot timed out.
 REPLACING = re.compile(r"Replacing worker (\d+): its replacement boots first")
@@ -75,7 +77,12 @@ def parse_hard_cap_mb(log_text: str) -> int | None:
 
 @dataclass(frozen=True)
 class Recycle:
-    """One worker's 'Recycling worker' line."""
+    """One worker's 'Recycling worker' line (fitflix/serving/recycler.py, WorkerRecycler.on_exit).
+
+    `reason`: memory, backstop, timeout, max_requests or guard. The figures are the worker's when the
+    decision was made; `figures` is None where they came from /proc/self/statm, else the reader's
+    source ('psutil', 'getrusage-peak').
+    """
 
     pid: int
     reason: str
@@ -86,11 +93,12 @@ class Recycle:
     hard_cap_mb: int
     requests: int
     age_s: float
+    figures: str | None = None
 
 
-def parse_recycles(log_text: str) -> list[Recycle]:
-    """Every 'Recycling worker' line of a log, in log order."""
-    return [
+def parse_recycles(log_text: str, reason: str | None = None) -> list[Recycle]:
+    """Every 'Recycling worker' line of a log (only those for `reason`, if given), in log order."""
+    recycles = [
         Recycle(
             int(match.group(1)),
             match.group(2),
@@ -101,9 +109,11 @@ def parse_recycles(log_text: str) -> list[Recycle]:
             int(match.group(7)),
             int(match.group(8)),
             float(match.group(9)),
+            match.group(10),
         )
         for match in RECYCLE_LINE.finditer(log_text)
     ]
+    return [recycle for recycle in recycles if reason is None or recycle.reason == reason]
 
 
 def recycle_summary(recycles: list[Recycle], min_lifetime_s: float = MIN_WORKER_LIFETIME_S) -> str:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import pytest
 
+from fitflix.memory.container import MIB
+from fitflix.memory.process import StatmReader
+from fitflix.memory.reader import PeakReader, PsutilReader
+from fitflix.serving import backstop
+from fitflix.serving.recycler import WorkerRecycler
+from fitflix.serving.sizing import make_plan
+from fitflix.settings import Settings
 from harness.fitflix_log import (
+    Recycle,
     parse_budget,
     parse_hard_cap_mb,
     parse_recycles,
@@ -12,6 +24,7 @@ from harness.fitflix_log import (
     surge_counts,
     without_reasons,
 )
+from tests.fakes import container
 
 PREFIX = "[2026-12-02 02:17:03 +0000] [9981] [INFO] "
 RELATIVE = (
@@ -59,6 +72,92 @@ def test_the_hard_cap_comes_from_the_memory_profile_line():
     assert parse_hard_cap_mb(line) == 21646
 
 
+class RecordedLog:
+    """A worker's `log`: the messages it was given, formatted as logging would."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str, *args, **_kwargs) -> None:
+        self.lines.append(message % args)
+
+    debug = warning = exception = info
+
+
+class FakeWorker:
+    def __init__(self) -> None:
+        self.alive = True
+        self.nr = 0
+        self.max_requests = 0  # gunicorn's off
+        self.ppid = -1
+        self.log = RecordedLog()
+
+
+class ReaderSource:
+    """A per-request reader (fitflix.memory.reader) as far as the recycle line sees it: its source."""
+
+    def __init__(self, reader_class) -> None:
+        self.source = reader_class.source
+        self.is_peak = reader_class.is_peak
+
+
+@pytest.fixture
+def recycle_line(monkeypatch):
+    """The line a real WorkerRecycler logs when it leaves (recycler.py's own format) and what went into it."""
+    monkeypatch.setattr(backstop, "set_data_limit", lambda limit: None)  # not this test process's rlimit
+    made: list[WorkerRecycler] = []
+
+    def leave(reason: str, reader, rss_bytes: int, uss_bytes: int, requests: int, age_s: float):
+        plan = make_plan(Settings(max_memory_mb=64000, worker_max_memory_mb=16), container(64000, 2))
+        worker = FakeWorker()
+        recycler = WorkerRecycler(worker, plan, None)
+        made.append(recycler)
+        recycler.statm = reader  # the source the line names (figures=) is the per-request reader's
+        worker.nr = requests
+        recycler.leave(reason, rss_bytes, uss_bytes)
+        recycler.started = time.monotonic() - age_s
+        assert recycler.on_exit() == reason
+        return "\n".join(PREFIX + line for line in worker.log.lines), recycler
+
+    yield leave
+    for recycler in made:
+        recycler._stopping.set()
+    for thread in threading.enumerate():
+        if thread.name == "fitflix-request-timeout":
+            thread.join(timeout=5)
+
+
+# Every reason recycler.py writes: over its threshold or hard cap, the MemoryError backstop, a request
+# past the timeout, gunicorn's max_requests, and the master's container guard.
+REASONS = ("memory", "backstop", "timeout", "max_requests", "guard")
+
+
+@pytest.mark.parametrize("reason", REASONS)
+def test_the_recyclers_own_line_parses_to_every_figure_it_wrote(recycle_line, reason):
+    rss_bytes, uss_bytes = int(186.23 * MIB), int(163.27 * MIB)
+    text, recycler = recycle_line(reason, ReaderSource(StatmReader), rss_bytes, uss_bytes, requests=535, age_s=12.3)
+    (recycle,) = parse_recycles(text)  # for memory, the 'What grew' line after it is not one
+    assert (recycle.pid, recycle.reason, recycle.requests) == (os.getpid(), reason, 535)
+    assert (recycle.rss_mb, recycle.uss_mb) == (186.2, 163.3)
+    assert recycle.budget_mb == recycler.plan.worker_budget_mb
+    assert recycle.threshold_mb == round(recycler.limits.threshold_bytes / MIB, 1)
+    assert recycle.hard_cap_mb == recycler.plan.worker_hard_cap_mb
+    assert 12.3 <= recycle.age_s < 13  # the age is measured as the line is written
+    assert recycle.figures is None  # /proc/self/statm: the line says nothing of its source
+    assert parse_recycles(text, reason) == [recycle]
+    assert parse_recycles(text, "not-a-reason") == []
+
+
+@pytest.mark.parametrize(
+    ("reader_class", "figures"), [(PsutilReader, "psutil"), (PeakReader, "getrusage-peak")], ids=["psutil", "peak"]
+)
+def test_without_proc_the_recyclers_line_names_where_its_figures_came_from(recycle_line, reader_class, figures):
+    text, _recycler = recycle_line("memory", ReaderSource(reader_class), 90 * MIB, 90 * MIB, requests=7, age_s=3.0)
+    (recycle,) = parse_recycles(text)
+    assert (recycle.reason, recycle.rss_mb, recycle.uss_mb, recycle.requests) == ("memory", 90.0, 90.0, 7)
+    assert recycle.figures == figures
+
+
 def test_each_recycle_line_gives_its_pid_reason_and_figures():
     text = "\n".join(
         [
@@ -79,6 +178,25 @@ def test_each_recycle_line_gives_its_pid_reason_and_figures():
         "2 recycles (memory x1, max_requests x1), median age 1.2 s, 1 younger than 2 s"
     )
     assert recycle_summary([]) == "0 recycles"
+    assert (first.figures, second.figures) == (None, "psutil")
+    assert parse_recycles(text, "max_requests") == [second]
+
+
+def test_a_recycle_line_inside_a_json_log_record_parses_the_same():
+    # LOG_FORMAT=json: the line is the record's "message"; the figures' source ends at its closing quote.
+    line = (
+        '{"time": "2026-12-02T02:17:03+00:00", "level": "INFO", "message": "Recycling worker pid=4242 '
+        "reason=backstop rss=512.0MB uss=498.5MB budget=361MB threshold=352.2MB hard_cap=412MB requests=3 "
+        'age=9.0s figures=getrusage-peak", "pid": 4242}'
+    )
+    assert parse_recycles(line) == [
+        Recycle(4242, "backstop", 512.0, 498.5, 361, 352.2, 412, 3, 9.0, "getrusage-peak"),
+    ]
+
+
+def test_a_log_without_recycle_lines_or_with_a_cut_one_has_none():
+    cut = PREFIX + "Recycling worker pid=12 reason=memory rss=80.0MB uss=75.1MB budget=69MB threshold="
+    assert parse_recycles("Booting worker with pid: 12\n" + cut) == []
 
 
 def test_the_master_lines_count_replacements_first_and_retirements_without_one():

@@ -7,10 +7,9 @@ it: that one is still recycled, but has no /health.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
+from harness.fitflix_log import parse_recycles
 from harness.load import run_load
 from harness.wait import poll_until
 
@@ -22,7 +21,6 @@ OWN_ROUTES = "harness.apps.own_routes"
 SMALL_BUDGET = {"MAX_MEMORY_MB": "256", "WORKER_MAX_MEMORY_MB": "64"}
 # No drain at teardown: these tests stop the server, they do not test the stop.
 NO_DRAIN = {"DRAIN_S": "0"}
-MEMORY_RECYCLE_LINE = re.compile(r"Recycling worker pid=(\d+) reason=memory ")
 
 
 def leak_once(server) -> None:
@@ -58,7 +56,7 @@ def test_a_blueprint_of_your_own_is_served_counted_and_recycled(live_server, fac
         return memory_recycles(server) > 0
 
     poll_until(leaked_until_recycled, 60, "recycles.memory > 0 in /health/memory")
-    assert MEMORY_RECYCLE_LINE.search(server.log())
+    assert parse_recycles(server.log(), "memory")
     assert server.get_json("/api/hello")[1]["pid"] != first_pid  # a new worker serves the blueprint
 
 
@@ -71,7 +69,7 @@ def test_without_init_app_the_app_is_still_recycled_but_has_no_health(live_serve
 
     def leaked_until_recycled():
         leak_once(server)
-        return MEMORY_RECYCLE_LINE.search(server.log())
+        return parse_recycles(server.log(), "memory")
 
     poll_until(leaked_until_recycled, 60, "a 'reason=memory' recycle line in the log")
 
@@ -86,7 +84,9 @@ def test_without_init_app_a_request_past_the_data_limit_still_replaces_its_worke
 
     assert status == 500
     poll_until(
-        lambda: re.search(rf"Recycling worker pid={first_pid} reason=backstop ", server.log()), 10, "the backstop line"
+        lambda: [recycle for recycle in parse_recycles(server.log(), "backstop") if recycle.pid == first_pid],
+        10,
+        "the backstop line",
     )
     poll_until(lambda: server.get_json("/api/hello")[1]["pid"] != first_pid, 10, "a new worker")
 

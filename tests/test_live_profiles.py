@@ -6,18 +6,17 @@ in the benchmark (bench/profiles.py, BENCHMARKS.md part 13); here only what must
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
+from harness.fitflix_log import parse_recycles
 from harness.load import run_load
 from harness.wait import poll_until
 
 pytestmark = [pytest.mark.live]
 
 LEAKY = "harness.apps.leaky:app"
-MEMORY_RECYCLE = re.compile(r"Recycling worker pid=\d+ reason=memory ")
 # glibc reserves each thread arena's heap as 64 MB of address space; what is not in use yet is a
 # PROT_NONE (---p) anonymous mapping of most of that size. Nothing else in a worker maps one that big.
 ARENA_RESERVE_KB = range(32 * 1024, 64 * 1024 + 1)
@@ -35,7 +34,7 @@ def test_the_leak_under_each_profile_loses_nothing_and_memory_optimized_peaks_lo
         assert result.unsent == 0, profile
         assert result.statuses == {200: 600}, profile  # 1.2 GB leaked through 512 MB, no request lost
         assert cgroup.oom_kills() == 0, profile
-        assert len(MEMORY_RECYCLE.findall(server.log())) >= 2, profile
+        assert len(parse_recycles(server.log(), "memory")) >= 2, profile
         assert f"Memory profile: {profile} (" in server.log()
         peaks[profile] = cgroup.peak_bytes()
         server.close()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
+from harness.fitflix_log import parse_recycles
 from harness.load import run_load
 from harness.server import GUNICORN, run_to_exit
 from harness.wait import poll_until
@@ -13,12 +12,6 @@ from harness.wait import poll_until
 pytestmark = [pytest.mark.live]
 
 LEAKY = "harness.apps.leaky:app"
-RECYCLE_LINE = re.compile(r"Recycling worker pid=(\d+) reason=(\w+) .* requests=(\d+) age=")
-
-
-def recycles(log: str, reason: str | None = None) -> list[tuple[int, str, int]]:
-    found = [(int(pid), why, int(served)) for pid, why, served in RECYCLE_LINE.findall(log)]
-    return [entry for entry in found if reason is None or entry[1] == reason]
 
 
 @pytest.mark.cgroup
@@ -39,7 +32,7 @@ def test_steady_leak_is_recycled_with_no_failed_request_and_no_oom_kill(
     assert result.unsent == 0
     assert result.statuses == {200: 1000}
     assert cgroup.oom_kills() == 0
-    assert len(recycles(server.log(), "memory")) >= 2  # 2 GB leaked through a limit of at most 1 GB
+    assert len(parse_recycles(server.log(), "memory")) >= 2  # 2 GB leaked through a limit of at most 1 GB
     assert cgroup.peak_bytes() < limit_mb * 1024 * 1024 * 0.9
 
 
@@ -53,7 +46,7 @@ def test_one_request_past_the_limit_fails_alone_and_the_service_answers_after(li
     assert status == 503 and headers["Content-Type"] == "application/json" and b"memory" in body
     poll_until(lambda: server.request("GET", "/health")[0] == 200, 5, "a 200 after the spike")
     assert cgroup.oom_kills() == 0
-    poll_until(lambda: recycles(server.log(), "backstop"), 10, "the backstop recycle line")
+    poll_until(lambda: parse_recycles(server.log(), "backstop"), 10, "the backstop recycle line")
 
 
 def test_max_requests_with_jitter_recycles_workers_at_different_counts(live_server):
@@ -63,10 +56,12 @@ def test_max_requests_with_jitter_recycles_workers_at_different_counts(live_serv
     for _round in range(10):
         result = run_load(server.port, "/health", requests=200, clients=2, time_limit_s=60)
         assert result.statuses == {200: 200}
-        if len(recycles(server.log(), "max_requests")) >= 4:
+        if len(parse_recycles(server.log(), "max_requests")) >= 4:
             break
-    lines = poll_until(lambda: recycles(server.log(), "max_requests")[3:] and recycles(server.log()), 10, "recycles")
-    served = [count for _pid, _reason, count in lines]
+    lines = poll_until(
+        lambda: parse_recycles(server.log(), "max_requests")[3:] and parse_recycles(server.log()), 10, "recycles"
+    )
+    served = [recycle.requests for recycle in lines]
     assert all(count >= 20 for count in served)
     assert len(set(served)) > 1, f"every worker recycled after the same count: {served}"
 
@@ -80,7 +75,7 @@ def test_recycle_counts_show_in_health_memory(live_server):
         return server.get_json("/health/memory")[1]["recycles"]["max_requests"] >= 2
 
     poll_until(counted, 10, "two max_requests recycles counted in /health/memory")
-    assert len(recycles(server.log(), "max_requests")) >= 2
+    assert len(parse_recycles(server.log(), "max_requests")) >= 2
 
 
 @pytest.mark.cgroup
@@ -94,7 +89,7 @@ def test_master_guard_recycles_the_biggest_worker_at_critical(live_server, memor
     def leak_until_guarded():
         result = run_load(server.port, "/leak?mb=4", requests=10, clients=1, time_limit_s=10)
         assert result.failed == 0, result.statuses
-        return recycles(server.log(), "guard")
+        return parse_recycles(server.log(), "guard")
 
     poll_until(leak_until_guarded, 60, "a guard recycle")
     log = server.log()

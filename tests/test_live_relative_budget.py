@@ -12,6 +12,7 @@ import re
 
 import pytest
 
+from harness.fitflix_log import parse_recycles
 from harness.load import run_load
 from harness.wait import poll_until
 
@@ -19,7 +20,6 @@ pytestmark = [pytest.mark.live]
 
 SERVICE = "harness.apps.service_with_leaks:app"
 BANNER = re.compile(r"Worker budget: absolute (\d+) MB, relative (\d+) MB \(3 x the app's (\d+) MB\): relative applies")
-RECYCLED = re.compile(r"Recycling worker pid=\d+ reason=memory rss=[\d.]+MB uss=([\d.]+)MB budget=(\d+)MB")
 # 1 MB each 25 ms from one client: about 35 MB/s, so the worker is past its 2 s minimum lifetime near
 # the relative budget (the hard cap stays the absolute one, and nothing else stops a young worker).
 LEAK = "/leak?mb=1&ms=25"
@@ -40,10 +40,10 @@ def test_with_no_limit_a_leaking_worker_is_recycled_at_three_times_the_apps_size
     assert 2.5 * app_mb <= relative_mb <= 3.5 * app_mb
     for _round in range(40):  # at most 40 x 20 MB leaked
         assert run_load(server.port, LEAK, requests=20, clients=1, time_limit_s=60).failed == 0
-        if RECYCLED.search(server.log()):
+        if parse_recycles(server.log(), "memory"):
             break
-    recycled = poll_until(lambda: RECYCLED.search(server.log()), 10, "a memory recycle at the relative budget")
-    uss_mb, budget_mb = float(recycled.group(1)), int(recycled.group(2))
+    recycled = poll_until(lambda: parse_recycles(server.log(), "memory"), 10, "a memory recycle at the relative budget")
+    uss_mb, budget_mb = recycled[0].uss_mb, recycled[0].budget_mb
     assert budget_mb == relative_mb
     assert uss_mb < 2 * relative_mb, "recycled far past the relative budget"
     document = server.get_json("/health/memory")[1]["thresholds"]

@@ -8,13 +8,13 @@ worker, and send signals while a replacement is under way.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import threading
 import time
 
 import pytest
 
+from harness.fitflix_log import parse_recycles
 from harness.load import run_load
 from harness.wait import poll_until
 
@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.live]
 
 SERVICE = "harness.apps.service_with_leaks:app"  # the FitFlix app, /health/memory included, and the leaky routes
 SLOW_MS = 2500
-RECYCLE_LINE = re.compile(r"Recycling worker pid=(\d+) reason=(\w+) ")
 
 
 class Slow(threading.Thread):
@@ -119,7 +118,7 @@ def test_replace_first_under_steady_load_fails_nothing_and_keeps_the_planned_cou
 
     assert poll_until(settled, 15, "the last replacement to end")["plannedWorkers"] == 2
     log = server.log()
-    recycled = [int(pid) for pid, _reason in RECYCLE_LINE.findall(log)]
+    recycled = [recycle.pid for recycle in parse_recycles(log)]
     assert len(recycled) >= 3, log[-3000:]
     for pid in recycled:  # each one left after its replacement served, none before
         assert log.index(f"retiring worker {pid}\n") < log.index(f"Recycling worker pid={pid} ")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
 
+from harness.fitflix_log import parse_recycles
 from harness.load import run_load
 from harness.noproc import NO_PROC, no_proc_problem
 from harness.server import run_to_exit
@@ -24,7 +24,6 @@ pytestmark = [pytest.mark.live]
 
 MIB = 1024 * 1024
 LEAKS = "harness.apps.service_with_leaks:app"
-MEMORY_RECYCLE = re.compile(r"Recycling worker pid=(\d+) reason=memory .* figures=getrusage-peak")
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,11 @@ def test_a_leaking_app_is_recycled_without_proc(live_server, no_proc):
 
     assert result.unsent == 0
     assert result.statuses == {200: 450}
-    poll_until(lambda: MEMORY_RECYCLE.search(server.log()), 10, "a memory recycle line")
+    poll_until(
+        lambda: [recycle for recycle in parse_recycles(server.log(), "memory") if recycle.figures == "getrusage-peak"],
+        10,
+        "a memory recycle line with figures=getrusage-peak",
+    )
     status, body = server.get_json("/health/memory")
     assert status == 200
     assert body["recycles"]["memory"] >= 2  # 900 MB leaked through a 361 MB budget

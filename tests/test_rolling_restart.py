@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import subprocess
 import time
 
@@ -35,6 +34,7 @@ from harness.balancer import (
     parse_stats_csv,
     rolling_restarts,
 )
+from harness.fitflix_log import parse_recycles
 from harness.wait import poll_until
 
 REQUIRE_HAPROXY = os.environ.get("FITFLIX_REQUIRE_HAPROXY") == "1"
@@ -45,8 +45,6 @@ CLIENTS = 8
 LEAK_MB = 16  # per request: the default 361 MB budget is crossed after ~20 of them
 LEAK_REQUESTS_MAX = 40  # 640 MB: past the budget, the hard cap and the limit, so it must recycle before
 LEAK_TIME_LIMIT_S = 30.0
-# The worker's own line when it leaves for memory (fitflix/serving/recycler.py, WorkerRecycler.on_exit).
-MEMORY_RECYCLE = re.compile(r"Recycling worker pid=(\d+) reason=memory ")
 
 
 @pytest.fixture
@@ -103,9 +101,14 @@ def test_stats_csv_gives_each_servers_state():
     assert states["b"].check_status == "L4CON"
 
 
+def memory_recycle_pids(instance: Instance) -> list[int]:
+    """The workers that left `instance` for memory, from their own lines (fitflix/serving/recycler.py), in log order."""
+    return [recycle.pid for recycle in parse_recycles(instance.log(), "memory")]
+
+
 def leak_until_a_memory_recycle(instance: Instance) -> tuple[int, int]:
     """GET /leak straight to `instance` (bounded) until a worker leaves for memory: (leak requests, its pid)."""
-    already = len(MEMORY_RECYCLE.findall(instance.log()))
+    already = len(memory_recycle_pids(instance))
     deadline = time.monotonic() + LEAK_TIME_LIMIT_S
     sent = 0
     while sent < LEAK_REQUESTS_MAX and time.monotonic() < deadline:
@@ -114,14 +117,12 @@ def leak_until_a_memory_recycle(instance: Instance) -> tuple[int, int]:
             instance.server.request("GET", f"/leak?mb={LEAK_MB}", timeout_s=10)
         except (OSError, http.client.HTTPException):
             pass  # the worker may be on its way out: its log says whether it left for memory
-        recycles = MEMORY_RECYCLE.findall(instance.log())
+        recycles = memory_recycle_pids(instance)
         if len(recycles) > already:
-            return sent, int(recycles[-1])
+            return sent, recycles[-1]
     # The recycle line comes once the worker's last requests are done: give it a moment.
-    recycles = poll_until(
-        lambda: MEMORY_RECYCLE.findall(instance.log())[already:], 10, f"a memory recycle in {instance.name}"
-    )
-    return sent, int(recycles[-1])
+    recycles = poll_until(lambda: memory_recycle_pids(instance)[already:], 10, f"a memory recycle in {instance.name}")
+    return sent, recycles[-1]
 
 
 @pytest.mark.drill
