@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
+from fitflix.errors import RESPONSE_HEADERS, error_body
 from fitflix.settings import Settings, load_settings
 
 # The paths and blueprint names init_app adds: an app that already has one would shadow ours.
@@ -102,10 +103,9 @@ def register_blueprints(app: Flask) -> None:
 
 
 def _json_error(status: int, name: str, message: str, response: Response | None = None) -> Response:
-    body = json.dumps({"error": name, "status": status, "message": message})
     if response is None:
         response = Response(status=status)
-    response.set_data(body)
+    response.set_data(error_body(status, name, message))
     response.content_type = "application/json"
     return response
 
@@ -146,15 +146,6 @@ def register_error_handlers(app: Flask) -> None:
             app.register_error_handler(exception_class, handler)
 
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    # JSON needs nothing; the memory page sets its own, narrower-than-nothing-plus-a-nonce policy.
-    "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-}
-
-
 def register_response_headers(app: Flask) -> None:
     app.after_request(_add_response_headers)
 
@@ -169,9 +160,7 @@ def register_probe_shortcut(app: Flask) -> None:
 
 # What every answer gets unless it set its own: (lower-case name, name, value), matched without
 # werkzeug's Headers.setdefault, whose miss raises and catches a KeyError (18% of /health's own time).
-DEFAULT_HEADERS = tuple(
-    (name.lower(), name, value) for name, value in {"Cache-Control": "no-store", **SECURITY_HEADERS}.items()
-)
+DEFAULT_HEADERS = tuple((name.lower(), name, value) for name, value in RESPONSE_HEADERS.items())
 
 
 def _add_response_headers(response: Response) -> Response:

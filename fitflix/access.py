@@ -14,6 +14,8 @@ import hmac
 
 from flask import Request, Response, jsonify
 
+from fitflix.errors import error_document
+
 REALM = "fitflix"
 
 
@@ -42,12 +44,11 @@ def is_authorized(request: Request, token: str | None) -> bool:
 
 
 def unauthorized() -> Response:
-    response = jsonify(
-        error="Unauthorized",
-        status=401,
-        message="These figures need HEALTH_TOKEN: send it as 'Authorization: Bearer <token>' "
-        "or as the password of HTTP Basic.",
+    message = (
+        "These figures need HEALTH_TOKEN: send it as 'Authorization: Bearer <token>' or as the password of HTTP Basic."
     )
+    # Through Flask's JSON (compact, keys sorted), unlike the other JSON errors (json.dumps): as it always was.
+    response = jsonify(error_document(401, "Unauthorized", message))
     response.status_code = 401
     response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'
     response.headers.add("WWW-Authenticate", f'Bearer realm="{REALM}"')

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from fitflix import SECURITY_HEADERS
+from fitflix.errors import SECURITY_HEADERS
 from harness.flood import Flood, probe_series
 from harness.server import LiveServer, plain_gunicorn_command
 from harness.wait import poll_until

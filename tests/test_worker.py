@@ -9,7 +9,7 @@ import pytest
 from gunicorn import util
 from gunicorn.config import Config
 
-from fitflix import SECURITY_HEADERS
+from fitflix.errors import SECURITY_HEADERS
 from fitflix.serving.worker import (
     RequestLineCheck,
     _CapturedSocket,

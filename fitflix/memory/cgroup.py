@@ -59,7 +59,8 @@ class _Mount:
     super_options: frozenset[str]
 
 
-def _read_text(path: Path) -> str | None:
+def read_text(path: Path) -> str | None:
+    """The whole of a /proc or cgroup file; None when it cannot be read (missing, no permission, gone)."""
     try:
         return path.read_text()
     except OSError:
@@ -67,7 +68,7 @@ def _read_text(path: Path) -> str | None:
 
 
 def _read_int(path: Path) -> int | None:
-    text = _read_text(path)
+    text = read_text(path)
     if text is None:
         return None
     text = text.strip()
@@ -77,7 +78,7 @@ def _read_int(path: Path) -> int | None:
 def _read_keyed(path: Path) -> dict[str, int]:
     """Parse `key value` lines (memory.stat, memory.events, memory.oom_control)."""
     values: dict[str, int] = {}
-    for line in (_read_text(path) or "").splitlines():
+    for line in (read_text(path) or "").splitlines():
         key, _, value = line.partition(" ")
         if value.strip().lstrip("-").isdigit():
             values[key] = int(value)
@@ -86,7 +87,7 @@ def _read_keyed(path: Path) -> dict[str, int]:
 
 def _mounts(root: Path) -> list[_Mount]:
     mounts = []
-    for line in (_read_text(root / "proc/self/mountinfo") or "").splitlines():
+    for line in (read_text(root / "proc/self/mountinfo") or "").splitlines():
         fields = line.split()
         if "-" not in fields:
             continue
@@ -124,7 +125,7 @@ def find_cgroup(root: Path = Path("/")) -> Cgroup | None:
     """Locate this process's memory cgroup, v1 first, else v2; None without one."""
     v1_paths: dict[str, str] = {}
     v2_path = None
-    for line in (_read_text(root / "proc/self/cgroup") or "").splitlines():
+    for line in (read_text(root / "proc/self/cgroup") or "").splitlines():
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if hierarchy == "0" and controllers == "":
@@ -157,7 +158,7 @@ def find_cgroup(root: Path = Path("/")) -> Cgroup | None:
             if mount.fstype == "cgroup2":
                 directory = _join(root, mount, v2_path)
                 mount_dir = root / mount.mount_point.lstrip("/")
-                has_memory = "memory" in (_read_text(directory / "cgroup.controllers") or "").split()
+                has_memory = "memory" in (read_text(directory / "cgroup.controllers") or "").split()
                 return Cgroup(
                     version=2,
                     memory_dir=directory if has_memory or (directory / "memory.current").exists() else None,
@@ -218,7 +219,7 @@ def memory_limit_bytes(cgroup: Cgroup) -> int | None:
 def read_pressure(path: Path) -> dict[str, Pressure] | None:
     """A PSI file: {"some": Pressure, "full": Pressure}; None where it cannot be read (v1, PSI off)."""
     pressure = {}
-    for line in (_read_text(path) or "").splitlines():
+    for line in (read_text(path) or "").splitlines():
         kind, *fields = line.split()
         values = dict(field.partition("=")[::2] for field in fields)
         try:
@@ -259,12 +260,12 @@ def cpu_quota(cgroup: Cgroup | None) -> float | None:
     stop = cgroup.cpu_mount_dir or cgroup.cpu_dir
     for directory in _ancestors(cgroup.cpu_dir, stop):
         if cgroup.version == 1:
-            quota = (_read_text(directory / "cpu.cfs_quota_us") or "").strip()
+            quota = (read_text(directory / "cpu.cfs_quota_us") or "").strip()
             period = _read_int(directory / "cpu.cfs_period_us")
             if quota.isdigit() and period:
                 quotas.append(int(quota) / period)
         else:
-            fields = (_read_text(directory / "cpu.max") or "").split()
+            fields = (read_text(directory / "cpu.max") or "").split()
             if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[1]):
                 quotas.append(int(fields[0]) / int(fields[1]))
     return min(quotas) if quotas else None

@@ -10,9 +10,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from fitflix.memory.cgroup import Cgroup, _read_text, cpu_quota
+from fitflix.memory.cgroup import Cgroup, cpu_quota, read_text
 
 MIB = 1024 * 1024
+
+
+def format_mb(value_bytes: int | None) -> str:
+    """A figure for a log line, in MiB to one decimal ("MB" in the text around it); "?" when it was not read."""
+    return "?" if value_bytes is None else f"{value_bytes / MIB:.1f}"
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class Container:
 
 def host_memory_bytes(root: Path = Path("/")) -> int | None:
     """MemTotal from /proc/meminfo."""
-    for line in (_read_text(root / "proc/meminfo") or "").splitlines():
+    for line in (read_text(root / "proc/meminfo") or "").splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) * 1024
     return None

@@ -13,21 +13,19 @@ Flask error handler, or `guard_wsgi` around any other WSGI app) calls
 from __future__ import annotations
 
 import gc
-import json
 import resource
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 
+from fitflix.errors import error_body
 from fitflix.memory.heap import malloc_trim
 
 _tripped = threading.Event()
 
 OUT_OF_MEMORY_MESSAGE = "This request needed more memory than a worker may use; the worker is being replaced."
-OUT_OF_MEMORY_BODY = json.dumps(
-    {"error": "Service Unavailable", "status": 503, "message": OUT_OF_MEMORY_MESSAGE}
-).encode()
+OUT_OF_MEMORY_BODY = error_body(503, "Service Unavailable", OUT_OF_MEMORY_MESSAGE)
 
 
 def trip() -> None:

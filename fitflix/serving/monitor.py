@@ -11,16 +11,12 @@ import signal
 import threading
 import time
 
-from fitflix.memory.container import MIB
+from fitflix.memory.container import MIB, format_mb
 from fitflix.memory.report import MemoryProbe
 from fitflix.serving.recycle import EFFECTIVE, FUTILE, GuardPolicy, MonitorLogPolicy, memory_status, surge_fits
 from fitflix.serving.recycler import CLEANUP_SIGNAL
 from fitflix.serving.sizing import FRESH_WORKER_ALLOWANCE_MB, Plan
 from fitflix.serving.state import SharedState
-
-
-def _mb(value: int | None) -> str:
-    return "?" if value is None else f"{value / MIB:.1f}"
 
 
 class MemoryMonitor(threading.Thread):
@@ -74,11 +70,11 @@ class MemoryMonitor(threading.Thread):
             if process.role == "worker" and process.memory.private_bytes() is not None
         }
         self.guard_policy.observe(worker_uss)
-        neighbours = "" if report.neighbours_bytes is None else f"; neighbours {_mb(report.neighbours_bytes)}MB"
+        neighbours = "" if report.neighbours_bytes is None else f"; neighbours {format_mb(report.neighbours_bytes)}MB"
         pss = report.service_pss_bytes
-        service = "no PSS here" if pss is None else f"service PSS {_mb(pss)}MB"
+        service = "no PSS here" if pss is None else f"service PSS {format_mb(pss)}MB"
         summary = (
-            f"{_mb(report.used_bytes)}MB of {report.limit_bytes // MIB}MB ({report.used_percent:.0f}%, "
+            f"{format_mb(report.used_bytes)}MB of {report.limit_bytes // MIB}MB ({report.used_percent:.0f}%, "
             f"{report.used_source}); {service} over {len(worker_uss)} worker(s)"
             f"{neighbours}"
         )
@@ -106,8 +102,8 @@ class MemoryMonitor(threading.Thread):
         fresh_bytes = FRESH_WORKER_ALLOWANCE_MB * MIB
         fits = surge_fits(report.used_bytes, fresh_bytes, critical_bytes)
         return fits, (
-            f"{_mb(report.used_bytes)}MB used + {_mb(fresh_bytes)}MB for a fresh worker "
-            f"{'within' if fits else 'past'} the critical level of {_mb(critical_bytes)}MB"
+            f"{format_mb(report.used_bytes)}MB used + {format_mb(fresh_bytes)}MB for a fresh worker "
+            f"{'within' if fits else 'past'} the critical level of {format_mb(critical_bytes)}MB"
         )
 
     def guard(self, used_bytes: int, critical_bytes: int, worker_uss: dict[int, int], now: float, summary: str) -> None:
@@ -128,8 +124,8 @@ class MemoryMonitor(threading.Thread):
                 "Memory guard: %s; the memory is held outside the workers (their private memory is %sMB, "
                 "critical level %sMB): no worker is recycled for it, next look in %.0fs: %s",
                 what,
-                _mb(sum(worker_uss.values())),
-                _mb(critical_bytes),
+                format_mb(sum(worker_uss.values())),
+                format_mb(critical_bytes),
                 self.guard_policy.pause_s,
                 summary,
             )
@@ -141,7 +137,7 @@ class MemoryMonitor(threading.Thread):
         self.server.log.warning(
             "Memory guard: recycling worker %s (uss=%sMB, the most private memory)",
             action.target,
-            _mb(worker_uss[action.target]),
+            format_mb(worker_uss[action.target]),
         )
         _signal(action.target, signal.SIGTERM)  # gunicorn's graceful stop for one worker
 

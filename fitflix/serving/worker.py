@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import html
-import json
 import re
 import selectors
 import socket
@@ -43,15 +42,15 @@ from gunicorn.http.message import MAX_REQUEST_LINE, Request
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from fitflix import SECURITY_HEADERS
+from fitflix.errors import RESPONSE_HEADERS, error_body
 from fitflix.serving.state import RUNTIME
+from fitflix.settings import Settings
 
 READ_SIZE = 65536
 CUT_LOG_INTERVAL_S = 60.0
 # What gunicorn's util.close_graceful gives a closing client to send its FIN, and drains at most.
 LINGER_S = 2.0
 LINGER_MAX_DRAIN = 65536
-DEFAULT_HEAD_TIMEOUT_S = 10  # when the worker runs without the FitFlix plan (settings.Settings has the same)
 # gunicorn's error page: "HTTP/1.1 <status> <reason>" ... "<h1><p>reason</p></h1> message </body>"
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ([^\r\n]*)\r\n")
 _ERROR_MESSAGE = re.compile(rb"</h1>(.*?)</body>", re.DOTALL)
@@ -129,13 +128,12 @@ def max_head_bytes(cfg) -> int:
 
 def error_response(status: int, reason: str, message: str) -> bytes:
     """A whole HTTP/1.1 answer: the app's JSON error shape, the security headers, then close."""
-    body = json.dumps({"error": reason, "status": status, "message": message}).encode()
+    body = error_body(status, reason, message)
     headers = {
         "Content-Type": "application/json",
         "Content-Length": str(len(body)),
         "Connection": "close",
-        "Cache-Control": "no-store",
-        **SECURITY_HEADERS,
+        **RESPONSE_HEADERS,
     }
     head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return head.encode("latin-1") + b"\r\n" + body
@@ -185,7 +183,8 @@ class HeadFirstWorker(ThreadWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         plan = RUNTIME.plan
-        self.head_timeout_s = getattr(plan, "head_timeout_s", DEFAULT_HEAD_TIMEOUT_S)
+        # Without the FitFlix plan (a gunicorn.conf.py that made none), HEAD_TIMEOUT_S's default.
+        self.head_timeout_s = getattr(plan, "head_timeout_s", Settings.head_timeout_s)
         cfg = self.cfg
         # Settled at start (gunicorn's settings are properties, looked up on each access): what no peer changes.
         self.plain_http = not (
