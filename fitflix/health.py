@@ -25,7 +25,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from fitflix.access import is_authorized, unauthorized
 from fitflix.memory.container import MIB
 from fitflix.memory.heap import read_heap
-from fitflix.memory.report import MemoryProbe, MemoryReport, measure_container
+from fitflix.memory.report import MemoryProbe, MemoryReport, ProcessFigures, measure_container
 from fitflix.page import render_memory_page
 from fitflix.serving.recycle import memory_status
 from fitflix.serving.sizing import Plan, make_plan, resize_plan
@@ -231,6 +231,26 @@ def _pressure(pressure) -> dict | None:
     }
 
 
+def threshold_bytes(limit_bytes: int, plan: Plan) -> tuple[int, int]:
+    """The warning and critical levels in bytes: the plan's percentages of the limit, rounded down."""
+    return limit_bytes * plan.warn_percent // 100, limit_bytes * plan.critical_percent // 100
+
+
+def process_document(process: ProcessFigures) -> dict:
+    """One entry of /health/memory's `processes`; /metrics reads its per-process samples from the same dict."""
+    memory = process.memory
+    return {
+        "pid": memory.pid,
+        "role": process.role,
+        "rssBytes": memory.rss_bytes,
+        "pssBytes": memory.pss_bytes,
+        "ussBytes": memory.uss_bytes,
+        "peakRssBytes": memory.peak_rss_bytes,
+        "source": memory.source,
+        "unavailable": dict(memory.unavailable),
+    }
+
+
 def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict, str]:
     """The /health/memory body (Node.js-compatible `memory` block first) and its status."""
     plan = context.plan
@@ -241,6 +261,7 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
     cgroup, cgroup_memory = report.cgroup, report.cgroup_memory
     shared = RUNTIME.shared
     leaving = shared.surge_old() if shared is not None else 0
+    warn_bytes, critical_bytes = threshold_bytes(report.limit_bytes, plan)
     document = {
         "status": status,
         "memory": {
@@ -287,27 +308,15 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             "usedSource": report.used_source,
             "neighboursBytes": report.neighbours_bytes,
         },
-        "processes": [
-            {
-                "pid": process.memory.pid,
-                "role": process.role,
-                "rssBytes": process.memory.rss_bytes,
-                "pssBytes": process.memory.pss_bytes,
-                "ussBytes": process.memory.uss_bytes,
-                "peakRssBytes": process.memory.peak_rss_bytes,
-                "source": process.memory.source,
-                "unavailable": dict(process.memory.unavailable),
-            }
-            for process in report.processes
-        ],
+        "processes": [process_document(process) for process in report.processes],
         "servicePssBytes": report.service_pss_bytes,
         # Why a figure above is null: {"servicePssBytes": "..."}; empty where every figure was read.
         "unavailable": dict(report.unavailable),
         "thresholds": {
             "warnPercent": plan.warn_percent,
             "criticalPercent": plan.critical_percent,
-            "warnBytes": report.limit_bytes * plan.warn_percent // 100,
-            "criticalBytes": report.limit_bytes * plan.critical_percent // 100,
+            "warnBytes": warn_bytes,
+            "criticalBytes": critical_bytes,
             "workerBudgetMb": plan.worker_budget_mb,
             "workerHardCapMb": plan.worker_hard_cap_mb,
             # The budget in force is the lower of these two (budgetRule says which).

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from fitflix.access import is_authorized, unauthorized
-from fitflix.health import EVENT_NAMES, health_context
+from fitflix.health import EVENT_NAMES, health_context, process_document, threshold_bytes
 from fitflix.serving.recycle import memory_status
 from fitflix.serving.state import CUT_REASONS, REASONS, RUNTIME
 
@@ -41,12 +41,9 @@ class ServiceCollector:
         )
         used.add_metric([report.used_source], report.used_bytes)
         yield used
-        yield GaugeMetricFamily(
-            "fitflix_memory_warn_bytes", "Warning level", value=report.limit_bytes * plan.warn_percent // 100
-        )
-        yield GaugeMetricFamily(
-            "fitflix_memory_critical_bytes", "Critical level", value=report.limit_bytes * plan.critical_percent // 100
-        )
+        warn_bytes, critical_bytes = threshold_bytes(report.limit_bytes, plan)
+        yield GaugeMetricFamily("fitflix_memory_warn_bytes", "Warning level", value=warn_bytes)
+        yield GaugeMetricFamily("fitflix_memory_critical_bytes", "Critical level", value=critical_bytes)
         status = memory_status(report.used_percent, plan.warn_percent, plan.critical_percent)
         profile = GaugeMetricFamily("fitflix_memory_profile", "1 for the MEMORY_PROFILE in force", labels=["profile"])
         profile.add_metric([plan.memory_profile], 1)
@@ -118,30 +115,26 @@ class ServiceCollector:
             yield GaugeMetricFamily(
                 "fitflix_service_pss_bytes", "Sum of PSS over master and workers", value=report.service_pss_bytes
             )
+        # One family per figure of /health/memory's process entries, keyed by the entry's JSON name.
         families = {
-            "rss": GaugeMetricFamily("fitflix_process_rss_bytes", "Resident set size", labels=["pid", "role"]),
-            "pss": GaugeMetricFamily("fitflix_process_pss_bytes", "Proportional set size", labels=["pid", "role"]),
-            "uss": GaugeMetricFamily(
+            "rssBytes": GaugeMetricFamily("fitflix_process_rss_bytes", "Resident set size", labels=["pid", "role"]),
+            "pssBytes": GaugeMetricFamily("fitflix_process_pss_bytes", "Proportional set size", labels=["pid", "role"]),
+            "ussBytes": GaugeMetricFamily(
                 "fitflix_process_uss_bytes",
                 "Private memory (what ending the process gives back)",
                 labels=["pid", "role"],
             ),
-            "peak": GaugeMetricFamily(
+            "peakRssBytes": GaugeMetricFamily(
                 "fitflix_process_peak_rss_bytes",
                 "The most the process ever held (getrusage), where its current RSS cannot be read (no /proc)",
                 labels=["pid", "role"],
             ),
         }
-        for process in report.processes:
-            labels = [str(process.memory.pid), process.role]
-            for name, value in (
-                ("rss", process.memory.rss_bytes),
-                ("pss", process.memory.pss_bytes),
-                ("uss", process.memory.uss_bytes),
-                ("peak", process.memory.peak_rss_bytes),
-            ):
-                if value is not None:  # a figure this host cannot give has no sample
-                    families[name].add_metric(labels, value)
+        for process in map(process_document, report.processes):
+            labels = [str(process["pid"]), process["role"]]
+            for name, family in families.items():
+                if process[name] is not None:  # a figure this host cannot give has no sample
+                    family.add_metric(labels, process[name])
         yield from families.values()
         yield GaugeMetricFamily(
             "fitflix_workers", "Worker processes now", value=sum(1 for p in report.processes if p.role == "worker")
