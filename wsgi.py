@@ -1,7 +1,7 @@
 """The WSGI entry point: `wsgi:app`.
 
 Your own routes go in as blueprints: `create_app(settings, blueprints=[your_api])`
-(examples/wsgi_with_api.py; README, "Your own routes").
+(examples/wsgi_with_api.py; docs/endpoints.md, "Your own routes").
 """
 
 from pathlib import Path
