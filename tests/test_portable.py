@@ -8,9 +8,7 @@ real figures are checked against the kernel's.
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from collections import namedtuple
 from pathlib import Path
 
@@ -29,7 +27,6 @@ from fitflix.memory.reader import (
     self_memory_reader,
 )
 from fitflix.memory.report import MemoryProbe, ProcessFigures, measure_container, service_memory
-from fitflix.serving.recycler import WorkerRecycler
 from fitflix.serving.sizing import PlanError, make_plan
 from fitflix.serving.state import SharedState
 from fitflix.settings import Settings
@@ -322,49 +319,3 @@ def test_published_figures_are_per_worker_and_go_with_the_worker():
     assert state.published_memory(second, master_pid=second) is None  # the master's own field, not yet set
     state.release(first)
     assert state.published_memory(first) is None
-
-
-# --- recycling without /proc --------------------------------------------------------------------
-
-
-class FakeWorker:
-    def __init__(self) -> None:
-        self.alive = True
-        self.nr = 0
-        self.max_requests = 0
-        self.log = logging.getLogger("test-portable")
-
-
-def test_a_worker_on_its_peak_recycles_for_memory_with_no_backstop_and_publishes(no_proc, monkeypatch):
-    from fitflix.serving import backstop
-
-    monkeypatch.setattr(backstop, "set_data_limit", lambda limit: pytest.fail("no data figure: no data limit"))
-    peak = [30 * MIB]
-    state = SharedState()
-    slot = state.claim_worker_slot(os.getpid())
-    # Leaving at once (no replacement first): this test is about the figures, not the surge.
-    plan = make_plan(
-        Settings(max_memory_mb=256, recycle_replace_first=False), measure_container(no_proc, fallbacks(None))
-    )
-    recycler = WorkerRecycler(
-        FakeWorker(), plan, state, root=no_proc, slot=slot, fallbacks=Fallbacks(None, lambda: None, lambda: peak[0])
-    )
-    try:
-        assert recycler.limits.data_limit_bytes is None
-        assert state.published_memory(os.getpid()) == (30 * MIB, "peak")
-        recycler.started -= 10  # past the minimum lifetime
-        recycler.after_request()
-        assert recycler.reason is None
-        peak[0] = (plan.worker_budget_mb + 1) * MIB
-        for _ in range(40):  # the reader may skip requests while far below the threshold
-            recycler.after_request()
-            if recycler.reason:
-                break
-        assert recycler.reason == "memory"
-        assert recycler.worker.alive is False
-        assert state.published_memory(os.getpid()) == ((plan.worker_budget_mb + 1) * MIB, "peak")
-    finally:
-        recycler._stopping.set()
-        for thread in threading.enumerate():
-            if thread.name == "fitflix-request-timeout":
-                thread.join(timeout=5)

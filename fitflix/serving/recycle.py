@@ -7,8 +7,11 @@ numbers.
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from fitflix.memory.container import MIB
 from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S, THRESHOLD_JITTER_FRACTION
@@ -60,48 +63,146 @@ def backstop_data_limit(data_bytes: int, uss_bytes: int, hard_cap_bytes: int, st
     return data_bytes + max(hard_cap_bytes - uss_bytes, 0) + stack_allowance_bytes
 
 
-def needs_exact_check(rss_bytes: int, data_bytes: int, limits: WorkerLimits) -> bool:
-    """RSS >= USS always: below the threshold, USS is too, and smaps need not be read."""
-    if limits.data_limit_bytes is not None and data_bytes >= limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION:
-        return True
-    return rss_bytes >= limits.threshold_bytes
-
-
-def requests_to_skip(rss_bytes: int, data_bytes: int, limits: WorkerLimits) -> int:
-    """How many requests may pass before the next statm read, given the room left.
-
-    Far below the threshold a read every request buys nothing: allowing each
-    skipped request to grow the worker by SKIP_GROWTH_BYTES, the worker
-    cannot reach its threshold before the next read. Near it, every request
-    is read. A request that grows more than that is what the hard cap, the
-    data-segment backstop and the master's guard are for.
-    """
-    room = limits.threshold_bytes - rss_bytes
-    if limits.data_limit_bytes is not None:
-        room = min(room, int(limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION) - data_bytes)
-    return max(0, min(MAX_SKIPPED_REQUESTS, room // SKIP_GROWTH_BYTES - 1))
-
-
 def should_trim(rss_bytes: int, rss_at_last_read_bytes: int, trim_growth_bytes: int) -> bool:
     """HEAP_TRIM_MB: the worker grew at least that much since the last read (0: never trim)."""
     return trim_growth_bytes > 0 and rss_bytes - rss_at_last_read_bytes >= trim_growth_bytes
-
-
-def memory_verdict(uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:
-    """KEEP, RECYCLE (gracefully, one worker at a time) or URGENT (gracefully, now)."""
-    if uss_bytes >= limits.hard_cap_bytes:
-        return URGENT
-    if limits.data_limit_bytes is not None and data_bytes >= limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION:
-        return URGENT
-    if uss_bytes >= limits.threshold_bytes and (age_s >= limits.min_lifetime_s or _born_far_below(limits)):
-        return RECYCLE
-    return KEEP
 
 
 def _born_far_below(limits: WorkerLimits) -> bool:
     return (
         limits.boot_uss_bytes is not None and limits.boot_uss_bytes < limits.threshold_bytes * BORN_FAR_BELOW_FRACTION
     )
+
+
+# --- the memory rules -------------------------------------------------------------------------
+# After each request the recycler reads two cheap figures, RSS and the data segment (statm); the
+# exact one, USS (smaps), costs far more. Each rule declares the cheap levels from which it may
+# fire, and its verdict on the exact figures. The exact check runs once either figure reaches the
+# lowest level any rule declared, and whole reads are skipped only while both figures are far
+# below it. To add a rule: write a class with these two methods and add it to MEMORY_RULES; the
+# recycler needs no change.
+
+
+class ExactCheckLevels(NamedTuple):
+    """Cheap figures from which a rule may fire; math.inf: a figure it does not watch."""
+
+    rss_bytes: float = math.inf
+    data_bytes: float = math.inf
+
+
+class MemoryRule(Protocol):
+    def levels(self, limits: WorkerLimits) -> ExactCheckLevels:
+        """The RSS and data-segment size from which this rule may fire (RSS >= USS: a USS level is its RSS level)."""
+        ...
+
+    def verdict(self, uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:
+        """URGENT or RECYCLE when the rule fires on the exact figures, else KEEP."""
+        ...
+
+
+class HardCap:
+    """Past its hard cap a worker leaves now, whatever its age and whatever other workers do."""
+
+    def levels(self, limits: WorkerLimits) -> ExactCheckLevels:
+        return ExactCheckLevels(rss_bytes=limits.hard_cap_bytes)
+
+    def verdict(self, uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:
+        return URGENT if uss_bytes >= limits.hard_cap_bytes else KEEP
+
+
+class NearDataLimit:
+    """Near the backstop's RLIMIT_DATA a worker leaves now, before the backstop fails one of its requests."""
+
+    def levels(self, limits: WorkerLimits) -> ExactCheckLevels:
+        if limits.data_limit_bytes is None:
+            return ExactCheckLevels()
+        # A float, kept as it is: rounding it to whole bytes would move the edge by one.
+        return ExactCheckLevels(data_bytes=limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION)
+
+    def verdict(self, uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:
+        if limits.data_limit_bytes is not None and data_bytes >= limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION:
+            return URGENT
+        return KEEP
+
+
+class OverThreshold:
+    """Past its own threshold a worker is recycled, one at a time, once past its minimum lifetime.
+
+    One born far below its threshold that has grown past it is a leak, whatever its age.
+    """
+
+    def levels(self, limits: WorkerLimits) -> ExactCheckLevels:
+        return ExactCheckLevels(rss_bytes=limits.threshold_bytes)
+
+    def verdict(self, uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:
+        if uss_bytes >= limits.threshold_bytes and (age_s >= limits.min_lifetime_s or _born_far_below(limits)):
+            return RECYCLE
+        return KEEP
+
+
+MEMORY_RULES: tuple[MemoryRule, ...] = (HardCap(), NearDataLimit(), OverThreshold())
+
+# Room past which the most requests are skipped (more room buys no more).
+_MAX_SKIP_ROOM_BYTES = (MAX_SKIPPED_REQUESTS + 1) * SKIP_GROWTH_BYTES
+
+
+def exact_check_levels(limits: WorkerLimits, rules: Sequence[MemoryRule] = MEMORY_RULES) -> ExactCheckLevels:
+    """The lowest levels any rule declared: below both, no rule can fire.
+
+    They change only with the limits: the recycler works them out once per limits, not per request.
+    """
+    rss_level = data_level = math.inf
+    for rule in rules:
+        levels = rule.levels(limits)
+        rss_level = min(rss_level, levels.rss_bytes)
+        data_level = min(data_level, levels.data_bytes)
+    return ExactCheckLevels(rss_level, data_level)
+
+
+def headroom_bytes(rss_bytes: int, data_bytes: int, levels: ExactCheckLevels) -> float:
+    """How far the cheap figures are below the nearest level: 0 or less, some rule may fire and the exact check runs."""
+    rss_level, data_level = levels
+    return min(rss_level - rss_bytes, data_level - data_bytes)
+
+
+def requests_within(room_bytes: float) -> int:
+    """How many requests may pass before the next statm read, with `room_bytes` left below the nearest level.
+
+    Far below every level a read every request buys nothing: allowing each
+    skipped request to grow the worker by SKIP_GROWTH_BYTES, the worker
+    cannot reach a level before the next read. Near one, every request is
+    read. A request that grows more than that is what the hard cap, the
+    data-segment backstop and the master's guard are for.
+    """
+    return max(0, int(min(room_bytes, _MAX_SKIP_ROOM_BYTES) // SKIP_GROWTH_BYTES) - 1)
+
+
+def needs_exact_check(
+    rss_bytes: int, data_bytes: int, limits: WorkerLimits, rules: Sequence[MemoryRule] = MEMORY_RULES
+) -> bool:
+    """Whether some rule may fire at these cheap figures; if not, smaps need not be read."""
+    return headroom_bytes(rss_bytes, data_bytes, exact_check_levels(limits, rules)) <= 0
+
+
+def requests_to_skip(
+    rss_bytes: int, data_bytes: int, limits: WorkerLimits, rules: Sequence[MemoryRule] = MEMORY_RULES
+) -> int:
+    """How many requests may pass before the next statm read, given the room left below every rule's levels."""
+    return requests_within(headroom_bytes(rss_bytes, data_bytes, exact_check_levels(limits, rules)))
+
+
+def memory_verdict(
+    uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits, rules: Sequence[MemoryRule] = MEMORY_RULES
+) -> str:
+    """KEEP, RECYCLE (gracefully, one worker at a time) or URGENT (gracefully, now): the gravest any rule says."""
+    verdict = KEEP
+    for rule in rules:
+        said = rule.verdict(uss_bytes, data_bytes, age_s, limits)
+        if said == URGENT:
+            return URGENT
+        if said == RECYCLE:
+            verdict = RECYCLE
+    return verdict
 
 
 def surge_fits(used_bytes: int | None, fresh_worker_bytes: int, critical_bytes: int) -> bool:

@@ -16,23 +16,27 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from fitflix.memory.container import MIB
+from fitflix.memory.container import MIB, format_mb
 from fitflix.memory.growth import ARM_FRACTION, GrowthWatch
 from fitflix.memory.heap import malloc_trim
 from fitflix.memory.reader import read_process_memory, self_memory_reader
 from fitflix.serving import backstop
 from fitflix.serving.recycle import (
+    MEMORY_RULES,
     RECYCLE,
     URGENT,
+    MemoryRule,
     WorkerLimits,
     backstop_data_limit,
     draw_threshold,
+    exact_check_levels,
+    headroom_bytes,
     hung_requests,
     memory_verdict,
-    needs_exact_check,
-    requests_to_skip,
+    requests_within,
     should_trim,
 )
 from fitflix.serving.sizing import Plan, resize_plan
@@ -65,10 +69,6 @@ def clean_up(_signum=None, _frame=None) -> None:
     malloc_trim()
 
 
-def _mb(value: int | None) -> str:
-    return "?" if value is None else f"{value / MIB:.1f}"
-
-
 class WorkerRecycler:
     """One per worker: watches its memory after each request and leaves when it must."""
 
@@ -82,13 +82,16 @@ class WorkerRecycler:
         slot: int | None = None,
         fallbacks=None,
         app_root: str | None = None,
+        rules: Sequence[MemoryRule] = MEMORY_RULES,
     ) -> None:
         """`unstarted_threads`: request threads not started yet, whose stacks the data limit must leave room for.
 
         `slot`: this worker's slot in the shared state. Where the master cannot
         read a worker's memory (no /proc), each read is published there.
+        `rules`: what makes it leave for memory (`recycle.MEMORY_RULES`).
         """
         self.worker = worker
+        self.rules = tuple(rules)
         self.plan = plan
         self.shared = shared
         self.root = root
@@ -155,6 +158,16 @@ class WorkerRecycler:
         )
         self._unread = 0
 
+    @property
+    def limits(self) -> WorkerLimits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: WorkerLimits) -> None:
+        """New limits bring the levels the rules watch with them, worked out here once, not per request."""
+        self._limits = limits
+        self._levels = exact_check_levels(limits, self.rules)
+
     def follow_planned_workers(self) -> None:
         """Adopt the budgets of the worker count the master now plans for (it follows TTIN/TTOU)."""
         planned = self.shared.planned_workers() if self.shared is not None else 0
@@ -219,19 +232,20 @@ class WorkerRecycler:
             malloc_trim()  # HEAP_TRIM_MB (memory-optimized): hand back what the heavy request freed
             rss, _data = self.read()
         self._rss_at_last_read = rss
-        if self.growth.arming is None and rss >= self.limits.threshold_bytes * ARM_FRACTION:  # RSS >= USS
-            if self.growth.maybe_arm(self._uss_now(time.monotonic(), rss), self.limits.threshold_bytes):
+        if self.growth.arming is None and rss >= self._limits.threshold_bytes * ARM_FRACTION:  # RSS >= USS
+            if self.growth.maybe_arm(self._uss_now(time.monotonic(), rss), self._limits.threshold_bytes):
                 self.worker.log.info(
                     "Worker %s: past %.0f%% of its threshold; tracing allocations to say what grew",
                     self.pid,
                     ARM_FRACTION * 100,
                 )
-        if not needs_exact_check(rss, data, self.limits):
-            self._unread = requests_to_skip(rss, data, self.limits)
+        room = headroom_bytes(rss, data, self._levels)
+        if room > 0:  # no rule can fire yet: no exact check, and no read while the room lasts
+            self._unread = requests_within(room)
             return
         now = time.monotonic()
         uss = self._uss_now(now, rss)
-        verdict = memory_verdict(uss, data, now - self.started, self.limits)
+        verdict = memory_verdict(uss, data, now - self.started, self._limits, self.rules)
         if verdict == URGENT:  # past the hard cap (or near the data limit): stop accepting now
             self.leave("memory", rss, uss)
         elif verdict == RECYCLE and self.waiting != "memory":
@@ -344,10 +358,10 @@ class WorkerRecycler:
             "hard_cap=%sMB requests=%s age=%.1fs%s",
             self.pid,
             reason,
-            _mb(rss),
-            _mb(uss),
+            format_mb(rss),
+            format_mb(uss),
             self.plan.worker_budget_mb,
-            _mb(self.limits.threshold_bytes),
+            format_mb(self.limits.threshold_bytes),
             self.plan.worker_hard_cap_mb,
             self.worker.nr,
             time.monotonic() - self.started,
