@@ -27,7 +27,7 @@ from fitflix.memory.container import MIB
 from fitflix.memory.heap import read_heap
 from fitflix.memory.report import MemoryProbe, MemoryReport, ProcessFigures, measure_container
 from fitflix.page import render_memory_page
-from fitflix.serving.recycle import memory_status
+from fitflix.serving.recycle import memory_status, threshold_bytes
 from fitflix.serving.sizing import Plan, make_plan, resize_plan
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
@@ -229,11 +229,6 @@ def _pressure(pressure) -> dict | None:
         for kind, line in pressure.items()
         if kind in ("some", "full")
     }
-
-
-def threshold_bytes(limit_bytes: int, plan: Plan) -> tuple[int, int]:
-    """The warning and critical levels in bytes: the plan's percentages of the limit, rounded down."""
-    return limit_bytes * plan.warn_percent // 100, limit_bytes * plan.critical_percent // 100
 
 
 def process_document(process: ProcessFigures) -> dict:

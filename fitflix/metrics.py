@@ -13,8 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from fitflix.access import is_authorized, unauthorized
-from fitflix.health import EVENT_NAMES, health_context, process_document, threshold_bytes
-from fitflix.serving.recycle import memory_status
+from fitflix.health import EVENT_NAMES, health_context, process_document
+from fitflix.serving.recycle import memory_status, threshold_bytes
 from fitflix.serving.state import CUT_REASONS, REASONS, RUNTIME
 
 metrics = Blueprint("metrics", __name__)

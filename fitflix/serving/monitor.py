@@ -13,7 +13,15 @@ import time
 
 from fitflix.memory.container import MIB, format_mb
 from fitflix.memory.report import MemoryProbe
-from fitflix.serving.recycle import EFFECTIVE, FUTILE, GuardPolicy, MonitorLogPolicy, memory_status, surge_fits
+from fitflix.serving.recycle import (
+    EFFECTIVE,
+    FUTILE,
+    GuardPolicy,
+    MonitorLogPolicy,
+    memory_status,
+    surge_fits,
+    threshold_bytes,
+)
 from fitflix.serving.recycler import CLEANUP_SIGNAL
 from fitflix.serving.sizing import FRESH_WORKER_ALLOWANCE_MB, Plan
 from fitflix.serving.state import SharedState
@@ -88,16 +96,15 @@ class MemoryMonitor(threading.Thread):
             else:
                 self.server.log.info("Memory back to OK: %s", summary)
         if status == "CRITICAL":
-            self.guard(
-                report.used_bytes, report.limit_bytes * self.plan.critical_percent // 100, worker_uss, now, summary
-            )
+            _warn, critical_bytes = threshold_bytes(report.limit_bytes, self.plan)
+            self.guard(report.used_bytes, critical_bytes, worker_uss, now, summary)
         else:
             self.guard_policy.calm()
 
     def room_for_one_more(self) -> tuple[bool, str]:
         """Master's loop, when a worker asks to be replaced first: does one more fresh worker fit now?"""
         report = self.probe.report("master", self.master_pid)
-        critical_bytes = report.limit_bytes * self.plan.critical_percent // 100
+        _warn, critical_bytes = threshold_bytes(report.limit_bytes, self.plan)
         # Not the smallest worker seen: the first sample may come after a leak began (92 MB seen so).
         fresh_bytes = FRESH_WORKER_ALLOWANCE_MB * MIB
         fits = surge_fits(report.used_bytes, fresh_bytes, critical_bytes)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from fitflix.memory.container import MIB
-from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S, THRESHOLD_JITTER_FRACTION
+from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S, THRESHOLD_JITTER_FRACTION, Plan
 
 KEEP, RECYCLE, URGENT = "keep", "recycle", "urgent"
 
@@ -316,6 +316,11 @@ class GuardPolicy:
         if target is not None:
             self.used_before_recycle = used_bytes
         return GuardAction(True, target, change)
+
+
+def threshold_bytes(limit_bytes: int, plan: Plan) -> tuple[int, int]:
+    """The warning and critical levels in bytes: the plan's percentages of the limit, rounded down."""
+    return limit_bytes * plan.warn_percent // 100, limit_bytes * plan.critical_percent // 100
 
 
 def memory_status(used_percent: float | None, warn_percent: int, critical_percent: int) -> str:
