@@ -52,7 +52,18 @@ def test_a_changed_default_shows_in_every_generated_text(monkeypatch):
 
 
 def test_every_setting_has_help_and_an_example_where_it_has_no_default():
+    kinds = {"whole", "off-or-whole", "boolean", "choice", "secret", "text"}
+    assert len({setting.name for setting in SETTINGS}) == len(SETTINGS), "a variable declared twice"
     for setting in SETTINGS:
+        assert setting.kind in kinds, f"{setting.name}: kind {setting.kind!r} is none of {sorted(kinds)}"
+        if setting.kind in ("whole", "off-or-whole"):
+            assert setting.low <= setting.high and (
+                setting.default is None or setting.low <= setting.default <= setting.high
+            )
+        if setting.kind == "choice":
+            assert setting.default in setting.choices, setting.name
+        for profile, value in setting.profiles.items():
+            assert setting.low <= value <= setting.high, f"{setting.name}: {profile}'s default {value} is out of bounds"
         assert setting.help.endswith(".") and "\n" not in setting.help, setting.name
         if setting.default is None:
             assert setting.unset and (setting.example or setting.secret), setting.name
