@@ -6,6 +6,9 @@ functions write just enough of a machine under that folder for one test.
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,3 +273,23 @@ def container(cgroup_mb: int | None = None, version: int | None = None, host_mb:
         cpus=cpus,
         cpu_source="CPU affinity",
     )
+
+
+class FakeWorker:
+    """What WorkerRecycler uses of a gunicorn worker: alive, nr, max_requests, ppid and a log."""
+
+    def __init__(self, max_requests: int = sys.maxsize, log=None) -> None:
+        self.alive = True
+        self.nr = 0
+        self.max_requests = max_requests
+        self.ppid = -1  # never signalled: the tests record wake_master instead
+        self.log = log if log is not None else logging.getLogger("test-worker")
+
+
+def stop_recyclers(recyclers) -> None:
+    """Stop each WorkerRecycler's request-timeout thread and wait for it (a fixture's teardown)."""
+    for recycler in recyclers:
+        recycler._stopping.set()
+    for thread in threading.enumerate():
+        if thread.name == "fitflix-request-timeout":
+            thread.join(timeout=5)

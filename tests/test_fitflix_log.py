@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -24,7 +23,7 @@ from harness.fitflix_log import (
     surge_counts,
     without_reasons,
 )
-from tests.fakes import container
+from tests.fakes import FakeWorker, container, stop_recyclers
 
 PREFIX = "[2026-12-02 02:17:03 +0000] [9981] [INFO] "
 RELATIVE = (
@@ -84,15 +83,6 @@ class RecordedLog:
     debug = warning = exception = info
 
 
-class FakeWorker:
-    def __init__(self) -> None:
-        self.alive = True
-        self.nr = 0
-        self.max_requests = 0  # gunicorn's off
-        self.ppid = -1
-        self.log = RecordedLog()
-
-
 class ReaderSource:
     """A per-request reader (fitflix.memory.reader) as far as the recycle line sees it: its source."""
 
@@ -109,7 +99,7 @@ def recycle_line(monkeypatch):
 
     def leave(reason: str, reader, rss_bytes: int, uss_bytes: int, requests: int, age_s: float):
         plan = make_plan(Settings(max_memory_mb=64000, worker_max_memory_mb=16), container(64000, 2))
-        worker = FakeWorker()
+        worker = FakeWorker(max_requests=0, log=RecordedLog())  # max_requests 0: gunicorn's off
         recycler = WorkerRecycler(worker, plan, None)
         made.append(recycler)
         recycler.statm = reader  # the source the line names (figures=) is the per-request reader's
@@ -120,11 +110,7 @@ def recycle_line(monkeypatch):
         return "\n".join(PREFIX + line for line in worker.log.lines), recycler
 
     yield leave
-    for recycler in made:
-        recycler._stopping.set()
-    for thread in threading.enumerate():
-        if thread.name == "fitflix-request-timeout":
-            thread.join(timeout=5)
+    stop_recyclers(made)
 
 
 # Every reason recycler.py writes: over its threshold or hard cap, the MemoryError backstop, a request

@@ -8,10 +8,8 @@ are recorded, never applied to the test runner.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import threading
 import tracemalloc
 from dataclasses import replace
 
@@ -24,16 +22,7 @@ from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import SharedState
 from fitflix.settings import Settings
 from harness.wait import poll_until
-from tests.fakes import container
-
-
-class FakeWorker:
-    def __init__(self, max_requests: int = sys.maxsize) -> None:
-        self.alive = True
-        self.nr = 0
-        self.max_requests = max_requests
-        self.ppid = -1  # never signalled: wake_master is recorded (fixture)
-        self.log = logging.getLogger("test-recycler")
+from tests.fakes import FakeWorker, container, stop_recyclers
 
 
 @pytest.fixture
@@ -60,11 +49,7 @@ def recyclers():
         return recycler
 
     yield make
-    for recycler in made:
-        recycler._stopping.set()
-    for thread in threading.enumerate():
-        if thread.name == "fitflix-request-timeout":
-            thread.join(timeout=5)
+    stop_recyclers(made)
 
 
 def over_threshold(recycler: WorkerRecycler, requests: int = 40) -> None:

@@ -39,19 +39,10 @@ from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S, make_plan
 from fitflix.serving.state import SharedState
 from fitflix.settings import Settings
 from harness.wait import poll_until
-from tests.fakes import container
+from tests.fakes import FakeWorker, container, stop_recyclers
 
 BUDGET_MB = 1000  # the plan: one worker, threshold drawn in [900, 1000] MB, hard cap 1800 MB
 BOOT_RSS, BOOT_DATA, BOOT_USS = 100 * MIB, 120 * MIB, 80 * MIB  # born far below its threshold
-
-
-class FakeWorker:
-    def __init__(self, max_requests: int = sys.maxsize) -> None:
-        self.alive = True
-        self.nr = 0
-        self.max_requests = max_requests
-        self.ppid = -1  # never signalled: wake_master is recorded (fixture)
-        self.log = logging.getLogger("test-worker-recycler")
 
 
 class FakeClock:
@@ -137,11 +128,7 @@ def recyclers(monkeypatch):
         return recycler
 
     yield Recyclers(make, memory, clock, woken, data_limits, exact_checks)
-    for recycler in made:
-        recycler._stopping.set()
-    for thread in threading.enumerate():
-        if thread.name == "fitflix-request-timeout":
-            thread.join(timeout=5)
+    stop_recyclers(made)
 
 
 def serve(recycler: WorkerRecycler, requests: int = 1, clock: FakeClock | None = None, step_s: float = 0.0) -> None:
@@ -384,7 +371,7 @@ def test_the_guards_target_logs_the_guard_as_its_reason(recyclers, caplog):
     assert recycler.exit_reason() is None
     shared.mark_guard_target(os.getpid())
 
-    with caplog.at_level(logging.INFO, logger="test-worker-recycler"):
+    with caplog.at_level(logging.INFO, logger="test-worker"):
         assert recycler.on_exit() == "guard"
         assert recycler.on_exit() is None  # once
 
