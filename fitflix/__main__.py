@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        rows = plan_rows(plan, container, setting_origins(os.environ)) + [
+        rows = plan_rows(plan, container, setting_origins()) + [
             ("worker baseline", f"{baseline_mb:.0f} MB", "this process after loading the app")
         ]
         width = max(len(name) for name, _value, _source in rows)

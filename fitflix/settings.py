@@ -409,8 +409,10 @@ Settings.__module__ = __name__  # make_dataclass takes module= only from Python 
 Settings.__doc__ = "Every setting's value, one field per row of SETTINGS (its defaults are the table's)."
 
 
-def setting_origins(environ: Mapping[str, str]) -> dict[str, str]:
+def setting_origins(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Where each variable's value comes from: 'set', '.env', "memory-optimized's default", 'default', 'unset'."""
+    if environ is None:
+        environ = os.environ  # as load_settings left it: the real environment, and the .env's values under it
     profile = environ.get("MEMORY_PROFILE", "standard").strip().lower()
     profile_defaults = PROFILE_DEFAULTS.get(profile, {})
     origins = {}

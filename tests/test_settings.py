@@ -339,3 +339,13 @@ def test_each_origin_says_where_a_value_came_from(monkeypatch):
     assert (origins["HEAD_TIMEOUT_S"], origins["MAX_MEMORY_MB"]) == ("default", "unset")
     assert set(origins) == {setting.name for setting in module.SETTINGS}
     assert module.setting_origins({})["THREADS"] == "default"
+
+
+def test_origins_read_the_process_environment_when_given_none(monkeypatch):
+    from fitflix import settings as module
+
+    monkeypatch.setenv("THREADS", "4")
+    monkeypatch.delenv("DRAIN_S", raising=False)
+    monkeypatch.setattr(module, "_from_dotenv", set())
+    origins = module.setting_origins()
+    assert (origins["THREADS"], origins["DRAIN_S"]) == ("set", "default")
