@@ -87,9 +87,9 @@ def _is_fitflix_path(path: str) -> bool:
 
 
 def register_blueprints(app: Flask) -> None:
-    from fitflix.health import health
-    from fitflix.metrics import register_metrics
-    from fitflix.openapi import api_docs
+    from fitflix.web.health import health
+    from fitflix.web.metrics import register_metrics
+    from fitflix.web.openapi import api_docs
 
     # Rules take the map's merge_slashes when they are added: FitFlix's are added
     # without it, so /health//memory is a 404 whatever the app's own routes do.
@@ -151,8 +151,8 @@ def register_response_headers(app: Flask) -> None:
 
 
 def register_probe_shortcut(app: Flask) -> None:
-    """Plain probes of /health and /health/live answered before Flask builds a request (fitflix/probes.py)."""
-    from fitflix.probes import ProbeShortcut
+    """Plain probes of /health and /health/live answered before Flask builds a request (fitflix/web/probes.py)."""
+    from fitflix.web.probes import ProbeShortcut
 
     headers = [(name, value) for _key, name, value in DEFAULT_HEADERS]
     app.wsgi_app = ProbeShortcut(app, app.wsgi_app, app.config["FITFLIX_SETTINGS"].health_token, headers)

@@ -8,11 +8,11 @@ import tracemalloc
 import pytest
 
 from fitflix import create_app
-from fitflix.health import HealthContext
 from fitflix.memory.report import MemoryProbe, measure_container
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
+from fitflix.web.health import HealthContext
 from harness.cgroups import CgroupUnavailable, MemoryCgroup
 from harness.holder import MemoryHolder
 from harness.server import LiveServer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fitflix.page import render_memory_page
+from fitflix.web.page import render_memory_page
 from harness.server import PROJECT
 
 CHROMIUM = Path("/usr/bin/chromium")

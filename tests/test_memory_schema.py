@@ -21,14 +21,14 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
 from fitflix import create_app
-from fitflix.health import HealthContext, memory_document
 from fitflix.memory.growth import GrowthReport, Site, TypeGrowth
 from fitflix.memory.reader import Fallbacks
 from fitflix.memory.report import MemoryProbe, measure_container
-from fitflix.openapi import openapi_document
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.settings import Settings
+from fitflix.web.health import HealthContext, memory_document
+from fitflix.web.openapi import openapi_document
 from tests.fakes import MIB, make_cgroup_v1, make_cgroup_v2, make_meminfo, make_proc, smaps_rollup_text
 
 DOCUMENT = openapi_document()

@@ -11,9 +11,9 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from fitflix import create_app
-from fitflix.health import health_json_status, readiness_problem
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
+from fitflix.web.health import health_json_status, readiness_problem
 from harness.metrics import metric_samples
 from harness.wait import poll_until
 from tests.fakes import MIB
@@ -119,7 +119,7 @@ def test_the_accept_shortcut_chooses_what_full_negotiation_chooses(accept):
     from werkzeug.datastructures import MIMEAccept
     from werkzeug.http import parse_accept_header
 
-    from fitflix.health import HEALTH_JSON, HTML, JSON, _negotiated
+    from fitflix.web.health import HEALTH_JSON, HTML, JSON, _negotiated
 
     app = create_app(Settings(max_memory_mb=512))
     with app.test_request_context("/health", headers={"Accept": accept} if accept is not None else {}):

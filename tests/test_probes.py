@@ -10,8 +10,8 @@ from flask import request_started
 from werkzeug.test import EnvironBuilder
 
 from fitflix import create_app
-from fitflix.probes import ProbeShortcut
 from fitflix.settings import Settings
+from fitflix.web.probes import ProbeShortcut
 
 pytestmark = pytest.mark.usefixtures("standalone_runtime")
 

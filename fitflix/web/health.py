@@ -8,7 +8,7 @@
   when Accept asks for it.
 - A person: the same URLs with Accept preferring `text/html` give a page.
 
-Figures and pids need `HEALTH_TOKEN` when one is set (see `access.py`).
+Figures and pids need `HEALTH_TOKEN` when one is set (see `access.py` beside it).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from fitflix.access import is_authorized, unauthorized
 from fitflix.memory.container import MIB
 from fitflix.memory.heap import read_heap
 from fitflix.memory.report import MemoryProbe, MemoryReport, ProcessFigures, measure_container
-from fitflix.page import render_memory_page
 from fitflix.serving.recycle import memory_status, threshold_bytes
 from fitflix.serving.sizing import Plan, make_plan, resize_plan
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
+from fitflix.web.access import is_authorized, unauthorized
+from fitflix.web.page import render_memory_page
 
 SERVICE_NAME = "fitflix-backend"
 JSON, HEALTH_JSON, HTML = "application/json", "application/health+json", "text/html"

@@ -12,10 +12,10 @@ from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from fitflix.access import is_authorized, unauthorized
-from fitflix.health import EVENT_NAMES, health_context, process_document
 from fitflix.serving.recycle import memory_status, threshold_bytes
 from fitflix.serving.state import CUT_REASONS, REASONS, RUNTIME
+from fitflix.web.access import is_authorized, unauthorized
+from fitflix.web.health import EVENT_NAMES, health_context, process_document
 
 metrics = Blueprint("metrics", __name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from fitflix.health import EVENT_NAMES
 from fitflix.serving.state import REASONS
+from fitflix.web.health import EVENT_NAMES
 
 api_docs = Blueprint("api_docs", __name__)
 

@@ -18,7 +18,7 @@ from flask import Flask, Response
 from flask import signals as flask_signals
 from flask.json.provider import DefaultJSONProvider
 
-from fitflix.health import LIVE_DOCUMENT, VARY, status_document
+from fitflix.web.health import LIVE_DOCUMENT, VARY, status_document
 
 PROBE_PATHS = frozenset({"/health", "/health/live"})
 # Flask's per-request signals: a receiver (an APM agent, a metrics library) expects every request.
