@@ -11,7 +11,7 @@ Three sections, one table (its `section` column says which):
 3. the report's peak memory with 40,000 and 400,000 live traced blocks, measured in this process
    (GrowthWatch here, the peak RSS reset through /proc/self/clear_refs and read back from VmHWM).
 
-The parsing and the judgement are pure functions (tests/test_bench_growth.py); `run` is the shell.
+The parsing and the judgement are pure functions (tests/unit/test_bench_growth.py); `run` is the shell.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     .venv/bin/python -m fitflix.settings_doc --write    # after changing a row of SETTINGS
     .venv/bin/python -m fitflix.settings_doc --check    # exit 1 when a committed file is stale
 
-Never imported by the service (tests/test_settings_doc.py checks both files are current).
+Never imported by the service (tests/unit/test_settings_doc.py checks both files are current).
 """
 
 from __future__ import annotations

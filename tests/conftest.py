@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
 from fitflix import create_app
 from fitflix.memory.report import MemoryProbe, measure_container
 from fitflix.serving.sizing import make_plan
-from fitflix.serving.state import RUNTIME
+from fitflix.serving.state import RUNTIME, SharedState
 from fitflix.settings import Settings
 from fitflix.web.health import HealthContext
 from harness.cgroups import CgroupUnavailable, MemoryCgroup
@@ -22,8 +23,17 @@ from tests.fakes import MIB, make_cgroup_v1, make_cgroup_v2, make_meminfo, make_
 REQUIRE_CGROUP = os.environ.get("FITFLIX_REQUIRE_CGROUP") == "1"
 
 
+LIVE = Path(__file__).resolve().parent / "live"
+
+
 def pytest_collection_modifyitems(items):
-    """On a host known to be slow (FITFLIX_TIME_SCALE, the v2 guest) a test's own timeout stretches too."""
+    """Every test in tests/live/ is marked `live` (by folder, so `-m "not live"` is tests/unit/).
+
+    On a host known to be slow (FITFLIX_TIME_SCALE, the v2 guest) a test's own timeout stretches too.
+    """
+    for item in items:
+        if LIVE in item.path.parents:
+            item.add_marker(pytest.mark.live)
     if TIME_SCALE == 1:
         return
     for item in items:
@@ -152,3 +162,16 @@ def fake_machine_app(tmp_path):
 def client():
     """A test client of an app sized for 512 MB from the settings, on this machine."""
     return create_app(Settings(max_memory_mb=512)).test_client()
+
+
+@pytest.fixture
+def no_proc(tmp_path) -> Path:
+    """A host whose /proc is empty (the namespace the live test makes) or absent (a Mac)."""
+    (tmp_path / "proc").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def state(tmp_path):
+    """A fresh SharedState, its backing file in tmp_path."""
+    return SharedState(str(tmp_path))

@@ -6,11 +6,16 @@ functions write just enough of a machine under that folder for one test.
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import sys
 import threading
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
+
+from fitflix.memory.reader import Fallbacks
 
 MIB = 1024 * 1024
 
@@ -293,3 +298,54 @@ def stop_recyclers(recyclers) -> None:
     for thread in threading.enumerate():
         if thread.name == "fitflix-request-timeout":
             thread.join(timeout=5)
+
+
+# --- psutil as a Mac has it, for the readers of hosts without /proc ----------------------------
+
+MemoryInfo = namedtuple("MemoryInfo", "rss vms")  # what psutil.Process.memory_info gives on macOS: no `data`
+FullInfo = namedtuple("FullInfo", "rss vms uss")  # and memory_full_info: USS, no PSS or swap
+
+
+class FakePsutil:
+    """psutil as a Mac has it: every live pid readable, RSS and USS, no PSS."""
+
+    class NoSuchProcess(Exception):
+        pass
+
+    def __init__(self, figures: dict[int, tuple[int, int]], total_bytes: int = 16 * 1024 * MIB) -> None:
+        self.figures = figures  # pid -> (rss, uss)
+        self.total_bytes = total_bytes
+
+    def virtual_memory(self):
+        return namedtuple("VirtualMemory", "total available")(self.total_bytes, self.total_bytes // 2)
+
+    def Process(self, pid: int | None = None):  # noqa: N802 (psutil's name)
+        figures = self.figures.get(os.getpid() if pid is None else pid)
+        if figures is None:
+            raise self.NoSuchProcess(pid)
+        fake = self
+
+        class Process:
+            def memory_info(self):
+                return MemoryInfo(figures[0], figures[0] * 4)
+
+            def memory_full_info(self):
+                if figures[1] is None:
+                    raise fake.NoSuchProcess(pid)  # stands for AccessDenied on another user's process
+                return FullInfo(figures[0], figures[0] * 4, figures[1])
+
+        return Process()
+
+
+def fallbacks(psutil_module=None, phys_bytes: int | None = 8 * 1024 * MIB, peak_bytes: int = 70 * MIB) -> Fallbacks:
+    return Fallbacks(psutil_module, lambda: phys_bytes, lambda: peak_bytes)
+
+
+# --- HEALTH_TOKEN --------------------------------------------------------------------------------
+
+TOKEN = "s3cret-token-for-tests-only"
+
+
+def basic_auth(password: str, user: str = "ops") -> dict:
+    """An Authorization header for Basic auth: the token is the password (curl -u "ops:$HEALTH_TOKEN")."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}

@@ -4,7 +4,7 @@ OpenAPI 3.0.3: a figure a host may not give is `nullable: true` beside its
 type (3.0 has neither a "null" type nor lists of types), and an object whose
 keys are fixed says `additionalProperties: false`, so an answer that gains,
 loses or nulls a key the document does not allow fails
-`tests/test_memory_schema.py` and schemathesis.
+`tests/unit/test_memory_schema.py` and schemathesis.
 """
 
 from __future__ import annotations

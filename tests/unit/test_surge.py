@@ -1,0 +1,243 @@
+"""Replace, then retire (fitflix.serving.surge), against an arbiter that counts workers as gunicorn's does.
+
+`FakeArbiter` keeps gunicorn's rules that matter here: setting `num_workers`
+calls `nworkers_changed`, `manage_workers` spawns up to `num_workers` and
+SIGTERMs the oldest beyond it, a worker reaped leaves WORKERS before
+`child_exit` runs. The live tests (tests/live/test_live_surge.py) run real gunicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+import pytest
+
+from fitflix.serving.state import SharedState
+from fitflix.serving.surge import BOOT_TIMEOUT_S, Surge
+
+OLD = 1000
+
+
+@dataclass
+class FakeWorkerEntry:
+    age: int
+
+
+class FakeArbiter:
+    def __init__(self, workers: int, shared: SharedState) -> None:
+        self.log = logging.getLogger("test-surge")
+        self.shared = shared
+        self.WORKERS: dict[int, FakeWorkerEntry] = {}
+        self.worker_age = 0
+        self.next_pid = OLD
+        self.sent: list[tuple[int, int]] = []
+        self.changes: list[tuple[int, int | None]] = []
+        self.reloads = 0
+        self.surge: Surge | None = None
+        self._num_workers = workers
+        self.manage_workers()
+
+    @property
+    def num_workers(self) -> int:
+        return self._num_workers
+
+    @num_workers.setter
+    def num_workers(self, value: int) -> None:
+        old, self._num_workers = self._num_workers, value
+        if self.surge is None or self.surge.planned_after_change(value) is not None:
+            self.changes.append((value, old))  # what the hook would re-plan for
+
+    def manage_workers(self) -> None:
+        while len(self.WORKERS) < self.num_workers:
+            self.spawn_worker()
+        for pid, _entry in sorted(self.WORKERS.items(), key=lambda item: item[1].age)[
+            : max(len(self.WORKERS) - self.num_workers, 0)
+        ]:
+            self.sent.append((pid, signal.SIGTERM))
+
+    def spawn_worker(self) -> int:
+        self.worker_age += 1
+        pid = self.next_pid
+        self.WORKERS[pid] = FakeWorkerEntry(self.worker_age)
+        self.next_pid += 1
+        return pid
+
+    def handle_hup(self) -> None:
+        self.reloads += 1
+        self.manage_workers()  # gunicorn's reload ends with it: no replacement may start there
+
+    def boot(self, pid: int) -> None:
+        """The worker ran post_worker_init: it holds a shared slot."""
+        self.shared._slots_for_test.add(pid)
+
+    def reap(self, pid: int) -> None:
+        self.WORKERS.pop(pid)
+        self.shared._slots_for_test.discard(pid)
+        self.surge.on_child_exit(pid)
+
+
+class FakeShared(SharedState):
+    """The real shared state, with the booted-worker list under the test's control."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._slots_for_test: set[int] = set()
+
+    def worker_pids(self) -> list[int]:
+        return sorted(self._slots_for_test)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def setup(workers: int = 1, fits: bool = True, planned: list[int] | None = None):
+    shared = FakeShared()
+    arbiter = FakeArbiter(workers, shared)
+    for pid in arbiter.WORKERS:
+        arbiter.boot(pid)
+    plan_workers = planned if planned is not None else [workers]
+    clock = Clock()
+    surge = Surge(
+        arbiter,
+        shared,
+        lambda: (fits, "room" if fits else "no room"),
+        lambda: plan_workers[0],
+        clock=clock,
+        send=lambda pid, signum: arbiter.sent.append((pid, signum)),
+    )
+    arbiter.surge = surge
+    surge.install()
+    return arbiter, shared, surge, clock
+
+
+def newest(arbiter: FakeArbiter) -> int:
+    return max(arbiter.WORKERS, key=lambda pid: arbiter.WORKERS[pid].age)
+
+
+def test_the_replacement_boots_before_the_old_worker_is_sent_sigterm_and_the_count_comes_back():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    assert shared.request_surge(OLD)
+    arbiter.manage_workers()  # the master's loop, woken by the worker
+    assert len(arbiter.WORKERS) == 2 and arbiter.num_workers == 2
+    assert shared.surge_old() == OLD
+    assert arbiter.sent == []  # nothing leaves before its replacement serves
+    replacement = newest(arbiter)
+    arbiter.manage_workers()  # spawned, not booted yet: still nothing sent
+    assert arbiter.sent == []
+    arbiter.boot(replacement)
+    arbiter.manage_workers()
+    assert arbiter.sent == [(OLD, signal.SIGTERM)]
+    arbiter.reap(OLD)
+    assert arbiter.num_workers == 1 and list(arbiter.WORKERS) == [replacement]
+    assert shared.surge_old() == 0 and shared.surge_request() == 0
+    assert arbiter.changes == []  # the plan never saw the extra worker
+    assert surge.replaced == 1
+
+
+def test_without_room_the_worker_is_sent_sigterm_at_once_and_no_worker_is_added():
+    arbiter, shared, _surge, _clock = setup(workers=1, fits=False)
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    assert arbiter.sent == [(OLD, signal.SIGTERM)]
+    assert arbiter.num_workers == 1 and len(arbiter.WORKERS) == 1
+    assert shared.surge_request() == 0
+
+
+def test_a_replacement_that_never_boots_is_given_up_on_and_the_old_worker_leaves():
+    arbiter, shared, _surge, clock = setup(workers=1)
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    clock.now += BOOT_TIMEOUT_S - 1
+    arbiter.manage_workers()
+    assert arbiter.sent == []
+    clock.now += 2
+    arbiter.manage_workers()
+    assert arbiter.sent == [(OLD, signal.SIGTERM)]
+    arbiter.reap(OLD)
+    assert arbiter.num_workers == 1
+
+
+def test_an_old_worker_that_leaves_on_its_own_ends_the_surge():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    arbiter.reap(OLD)  # past its hard cap: it stopped accepting without waiting
+    assert arbiter.num_workers == 1 and surge.current is None
+    assert arbiter.sent == []
+
+
+def test_ttin_during_a_surge_moves_the_plan_by_one_and_the_extra_still_goes():
+    arbiter, shared, _surge, _clock = setup(workers=2, planned=[2])
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    assert arbiter.num_workers == 3
+    arbiter.num_workers += 1  # the operator's TTIN
+    assert arbiter.changes == [(4, 3)]
+    planned = arbiter.surge.planned_after_change(4)
+    assert planned == 3
+    arbiter.manage_workers()
+    replacement = newest(arbiter)
+    arbiter.boot(replacement)
+    arbiter.manage_workers()
+    assert (OLD, signal.SIGTERM) in arbiter.sent
+
+
+def test_ttou_during_a_surge_ends_with_one_worker_fewer_than_planned_before():
+    planned = [2]
+    arbiter, shared, surge, _clock = setup(workers=2, planned=planned)
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    assert arbiter.num_workers == 3
+    arbiter.num_workers -= 1  # the operator's TTOU
+    planned[0] = surge.planned_after_change(arbiter.num_workers)  # what the hook re-plans for
+    assert planned == [1]
+    arbiter.manage_workers()  # gunicorn SIGTERMs the oldest beyond the count: the old worker itself
+    assert (OLD, signal.SIGTERM) in arbiter.sent
+    arbiter.reap(OLD)
+    assert arbiter.num_workers == 1
+
+
+def test_sighup_during_a_surge_leaves_the_replacement_to_the_reload():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    arbiter.handle_hup()
+    assert arbiter.reloads == 1
+    assert surge.current is None and shared.surge_old() == 0 and shared.surge_request() == 0
+
+
+def test_a_request_that_comes_during_a_reload_waits_for_the_loop_after_it():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    shared.request_surge(OLD)
+    arbiter.handle_hup()  # the wrapped one: its manage_workers does not take the request
+    assert surge.current is None and shared.surge_request() == OLD and arbiter.num_workers == 1
+    assert surge.reloading is False
+    arbiter.manage_workers()  # the loop's next turn does
+    assert surge.current is not None and arbiter.num_workers == 2
+
+
+def test_a_request_from_a_worker_already_gone_is_dropped():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    shared.request_surge(4242)
+    arbiter.manage_workers()
+    assert surge.current is None and arbiter.num_workers == 1 and shared.surge_request() == 0
+
+
+@pytest.mark.parametrize("other_first", [True, False])
+def test_one_request_at_a_time(other_first):
+    shared = SharedState()
+    me = os.getpid()
+    parent = os.getppid()  # alive: it holds the request while it lives
+    first, second = (parent, me) if other_first else (me, parent)
+    assert shared.request_surge(first)
+    assert shared.request_surge(second) is False
+    shared.clear_surge_request(first)
+    assert shared.request_surge(second)

@@ -1,0 +1,498 @@
+"""The worker recycler (fitflix.serving.recycler.WorkerRecycler) on fake readers and a fake clock.
+
+`memory` stands for the worker's figures: statm's cheap RSS and data segment,
+read after requests, and smaps' USS, the exact figure; it counts each read.
+`exact_checks` counts the verdicts asked of the rules on the exact figures.
+`clock` stands for time.monotonic in the recycler (its minimum lifetime, the
+once-a-second smaps read, the request timeout). The backstop's rlimit and the
+wake-up signal to the master are recorded, never applied to the test runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from fitflix.memory.container import MIB
+from fitflix.memory.reader import Fallbacks
+from fitflix.memory.report import measure_container
+from fitflix.serving import backstop
+from fitflix.serving import recycler as recycler_module
+from fitflix.serving.recycle import (
+    DATA_LIMIT_RECYCLE_FRACTION,
+    KEEP,
+    MAX_SKIPPED_REQUESTS,
+    MEMORY_RULES,
+    RECYCLE,
+    ExactCheckLevels,
+    WorkerLimits,
+    memory_verdict,
+)
+from fitflix.serving.recycler import SURGE_WAIT_S, USS_READ_INTERVAL_S, WorkerRecycler
+from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S, make_plan
+from fitflix.serving.state import SharedState
+from fitflix.settings import Settings
+from harness.wait import poll_until
+from tests.fakes import FakeWorker, container, stop_recyclers
+
+BUDGET_MB = 1000  # the plan: one worker, threshold drawn in [900, 1000] MB, hard cap 1800 MB
+BOOT_RSS, BOOT_DATA, BOOT_USS = 100 * MIB, 120 * MIB, 80 * MIB  # born far below its threshold
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class USSFigures:
+    uss_bytes: int
+
+
+class FakeMemory:
+    """statm (RSS, data segment) and smaps (USS) of the worker, each read counted."""
+
+    source = "statm"
+    is_peak = False
+
+    def __init__(self) -> None:
+        self.rss, self.data, self.uss = BOOT_RSS, BOOT_DATA, BOOT_USS
+        self.statm_reads = 0
+        self.smaps_reads = 0
+
+    def set(self, rss: int, uss: int | None = None, data: int | None = None) -> None:
+        self.rss = rss
+        self.uss = rss if uss is None else uss
+        if data is not None:
+            self.data = data
+
+    def read(self) -> tuple[int, int]:
+        self.statm_reads += 1
+        return self.rss, self.data
+
+    def read_process_memory(self, pid, root, fallbacks) -> USSFigures:
+        assert pid == "self"
+        self.smaps_reads += 1
+        return USSFigures(self.uss)
+
+
+@dataclass
+class Recyclers:
+    make: object
+    memory: FakeMemory
+    clock: FakeClock
+    woken: list[int]
+    data_limits: list[int]
+    exact_checks: list[str]
+
+
+@pytest.fixture
+def recyclers(monkeypatch):
+    """Make recyclers on one fake memory and clock; their timeout-watch threads are stopped at teardown."""
+    memory, clock = FakeMemory(), FakeClock()
+    woken: list[int] = []
+    data_limits: list[int] = []
+    exact_checks: list[str] = []
+
+    def counted_verdict(*args):
+        exact_checks.append(verdict := memory_verdict(*args))
+        return verdict
+
+    monkeypatch.setattr(recycler_module, "memory_verdict", counted_verdict)
+    monkeypatch.setattr(recycler_module, "time", clock)
+    monkeypatch.setattr(recycler_module, "self_memory_reader", lambda root, fallbacks: memory)
+    monkeypatch.setattr(recycler_module, "read_process_memory", memory.read_process_memory)
+    monkeypatch.setattr(recycler_module, "wake_master", woken.append)
+    monkeypatch.setattr(backstop, "set_data_limit", data_limits.append)
+    made: list[WorkerRecycler] = []
+
+    def make(
+        worker: FakeWorker | None = None, shared: SharedState | None = None, *, rules=MEMORY_RULES, **settings
+    ) -> WorkerRecycler:
+        settings = {"max_memory_mb": 8000, "worker_max_memory_mb": BUDGET_MB, **settings}
+        plan = make_plan(Settings(**settings), container(8000, 2))
+        recycler = WorkerRecycler(worker or FakeWorker(), plan, shared, rules=rules)
+        made.append(recycler)
+        return recycler
+
+    yield Recyclers(make, memory, clock, woken, data_limits, exact_checks)
+    stop_recyclers(made)
+
+
+def serve(recycler: WorkerRecycler, requests: int = 1, clock: FakeClock | None = None, step_s: float = 0.0) -> None:
+    for _ in range(requests):
+        recycler.worker.nr += 1
+        recycler.after_request()
+        if clock is not None:
+            clock.advance(step_s)
+
+
+def old_enough(r: Recyclers) -> None:
+    r.clock.advance(MIN_WORKER_LIFETIME_S + 1)
+
+
+# --- below every level: nothing happens, reads are skipped ------------------------------------
+
+
+def test_far_below_every_level_it_serves_on_and_reads_statm_once_in_32_requests(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False)
+    old_enough(recyclers)
+    reads_at_boot, smaps_at_boot = recyclers.memory.statm_reads, recyclers.memory.smaps_reads
+
+    serve(recycler, 10 * (MAX_SKIPPED_REQUESTS + 1), recyclers.clock, step_s=USS_READ_INTERVAL_S)
+
+    assert recycler.reason is None and recycler.waiting is None and recycler.worker.alive is True
+    assert recyclers.memory.statm_reads - reads_at_boot == 10
+    assert recyclers.exact_checks == [] and recyclers.memory.smaps_reads == smaps_at_boot  # USS never read
+
+
+@pytest.mark.parametrize(
+    ("room_mb", "reads_in_96_requests"),
+    [
+        (30, 32),  # 30 // 8 - 1 = 2 requests skipped after each read
+        (20, 48),  # one skipped
+        (12, 96),  # less than two requests' allowance: every request read
+    ],
+)
+def test_the_closer_to_its_threshold_the_more_often_it_reads(recyclers, room_mb, reads_in_96_requests):
+    recycler = recyclers.make()
+    recyclers.memory.set(recycler.limits.threshold_bytes - room_mb * MIB)
+    reads_before = recyclers.memory.statm_reads
+
+    serve(recycler, 96)
+
+    assert recyclers.memory.statm_reads - reads_before == reads_in_96_requests
+    assert recycler.reason is None and recycler.waiting is None
+
+
+def test_the_data_limit_is_a_level_too_and_is_read_for(recyclers):
+    recycler = recyclers.make()
+    data_edge = recycler.limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION
+    recyclers.memory.set(BOOT_RSS, data=int(data_edge) - 12 * MIB)  # RSS far below its threshold
+    reads_before = recyclers.memory.statm_reads
+
+    serve(recycler, 32)
+
+    assert recyclers.memory.statm_reads - reads_before == 32  # 12 MB from the data edge: every request
+    assert recyclers.exact_checks == []  # still below it
+    assert recycler.reason is None
+
+
+def test_the_data_limit_is_what_the_backstop_was_given(recyclers):
+    recycler = recyclers.make()
+    # What it holds plus the room up to its hard cap (no unstarted thread stacks here).
+    expected = BOOT_DATA + recycler.limits.hard_cap_bytes - BOOT_USS
+    assert recycler.limits.data_limit_bytes == expected and recyclers.data_limits == [expected]
+
+
+# --- the exact check: only where a rule may fire ----------------------------------------------
+
+
+def test_just_below_its_threshold_the_exact_check_is_skipped(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False)
+    old_enough(recyclers)
+    recyclers.memory.set(recycler.limits.threshold_bytes - 1)
+    reads_before = recyclers.memory.statm_reads
+
+    serve(recycler, 20)
+
+    assert recyclers.memory.statm_reads - reads_before == 20 and recyclers.exact_checks == []
+    assert recycler.reason is None
+
+
+def test_at_its_threshold_by_rss_it_reads_uss_and_keeps_a_worker_whose_uss_is_below(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False)
+    old_enough(recyclers)
+    threshold = recycler.limits.threshold_bytes
+    recyclers.memory.set(threshold, uss=threshold - 50 * MIB)  # RSS counts shared pages, USS does not
+    reads_before, smaps_before = recyclers.memory.statm_reads, recyclers.memory.smaps_reads
+
+    serve(recycler, 5, recyclers.clock, step_s=USS_READ_INTERVAL_S)
+
+    assert recyclers.memory.statm_reads - reads_before == 5  # no request skipped at a level
+    assert recyclers.exact_checks == [KEEP] * 5
+    assert recyclers.memory.smaps_reads - smaps_before == 5  # USS read at most once a second: each request here
+    assert recycler.reason is None and recycler.worker.alive is True
+
+
+def test_between_smaps_reads_uss_is_the_last_one_plus_the_rss_growth_since(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False)
+    old_enough(recyclers)
+    threshold = recycler.limits.threshold_bytes
+    recyclers.memory.set(threshold, uss=threshold - 50 * MIB)
+    serve(recycler)  # reads smaps: USS 50 MB below
+    smaps_after_first = recyclers.memory.smaps_reads
+    recyclers.memory.set(threshold + 60 * MIB, uss=threshold - 50 * MIB)  # grew 60 MB, less than a second later
+
+    serve(recycler)
+
+    assert recyclers.memory.smaps_reads == smaps_after_first
+    assert recycler.reason == "memory" and recycler.figures == (threshold + 60 * MIB, threshold + 10 * MIB)
+
+
+# --- the reasons to leave ---------------------------------------------------------------------
+
+
+def test_past_its_threshold_it_leaves_for_memory(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False)
+    old_enough(recyclers)
+    recyclers.memory.set(recycler.limits.threshold_bytes + 10 * MIB)
+    recyclers.clock.advance(USS_READ_INTERVAL_S)
+
+    serve(recycler)
+
+    assert recycler.reason == "memory" and recycler.worker.alive is False
+    assert recycler.exit_reason() == "memory"
+
+
+def test_past_its_threshold_with_replace_first_it_asks_for_a_replacement_and_serves_on(recyclers):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    old_enough(recyclers)
+    recyclers.memory.set(recycler.limits.threshold_bytes + 10 * MIB)
+    recyclers.clock.advance(USS_READ_INTERVAL_S)
+
+    serve(recycler, 3)
+
+    assert recycler.worker.alive is True and recycler.reason is None
+    assert recycler.waiting == "memory" and shared.surge_request() == os.getpid()
+    assert recyclers.woken == [-1]  # once, however many requests passed since
+    assert recycler.exit_reason() == "memory"
+
+
+def test_while_another_worker_leaves_for_memory_it_serves_on_past_its_threshold(recyclers):
+    shared = SharedState()
+    assert shared.claim_memory_recycle(os.getppid())  # a live process holds the one slot
+    recycler = recyclers.make(FakeWorker(), shared)
+    old_enough(recyclers)
+    recyclers.memory.set(recycler.limits.threshold_bytes + 10 * MIB)
+
+    serve(recycler, 3)
+
+    assert recycler.worker.alive is True and recycler.reason is None and recycler.waiting is None
+
+
+def test_a_young_worker_born_near_its_threshold_is_kept_until_its_minimum_lifetime(recyclers):
+    recyclers.memory.set(960 * MIB)  # above half of any threshold drawn for a 1000 MB budget
+    recycler = recyclers.make(recycle_replace_first=False)
+    recyclers.memory.set(recycler.limits.threshold_bytes + 10 * MIB)
+
+    serve(recycler, 5)
+    assert recycler.reason is None
+
+    old_enough(recyclers)
+    serve(recycler)
+    assert recycler.reason == "memory"
+
+
+def test_a_young_worker_born_far_below_its_threshold_that_grew_past_it_leaves(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False)  # born at BOOT_USS, far below
+    recyclers.memory.set(recycler.limits.threshold_bytes + 10 * MIB)
+    recyclers.clock.advance(USS_READ_INTERVAL_S)
+
+    serve(recycler)
+
+    assert recycler.reason == "memory"
+
+
+def test_past_its_hard_cap_it_leaves_at_once_young_and_while_another_worker_leaves(recyclers):
+    shared = SharedState()
+    assert shared.claim_memory_recycle(os.getppid())
+    recyclers.memory.set(960 * MIB)  # born near its threshold: the minimum lifetime would hold a recycle back
+    recycler = recyclers.make(FakeWorker(), shared)
+    recyclers.memory.set(recycler.limits.hard_cap_bytes)
+    recyclers.clock.advance(USS_READ_INTERVAL_S)
+
+    serve(recycler)
+
+    assert recycler.reason == "memory" and recycler.worker.alive is False
+    assert recycler.waiting is None and recyclers.woken == []  # no replacement first
+
+
+def test_near_its_data_limit_it_leaves_at_once_far_below_its_threshold(recyclers):
+    recyclers.memory.set(960 * MIB)  # born near its threshold, and young
+    recycler = recyclers.make(FakeWorker(), SharedState())
+    data_edge = recycler.limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION
+    recyclers.memory.set(BOOT_RSS, data=int(data_edge) + 1)
+
+    serve(recycler)
+
+    assert recycler.reason == "memory" and recycler.worker.alive is False and recycler.waiting is None
+
+
+def test_after_the_backstop_failed_a_request_it_leaves(recyclers, monkeypatch):
+    recycler = recyclers.make(FakeWorker(), SharedState())
+    monkeypatch.setattr(backstop, "tripped", lambda: True)
+
+    serve(recycler)
+
+    assert recycler.reason == "backstop" and recycler.worker.alive is False
+
+
+def test_at_max_requests_with_replace_first_it_asks_for_a_replacement(recyclers):
+    worker = FakeWorker(max_requests=5)
+    recycler = recyclers.make(worker, SharedState())
+    assert worker.max_requests == sys.maxsize  # gunicorn's own check can no longer stop it at once
+
+    serve(recycler, 4)
+    assert recycler.waiting is None
+    serve(recycler)
+
+    assert recycler.waiting == "max_requests" and worker.alive is True and recyclers.woken == [-1]
+    assert recycler.exit_reason() == "max_requests"
+
+
+def test_at_max_requests_without_replace_first_gunicorn_stops_it_and_the_reason_is_logged(recyclers):
+    worker = FakeWorker(max_requests=5)
+    recycler = recyclers.make(worker, SharedState(), recycle_replace_first=False)
+    assert worker.max_requests == 5  # gunicorn's own check stays
+
+    serve(recycler, 5)
+
+    assert recycler.waiting is None and recycler.reason is None
+    assert recycler.exit_reason() == "max_requests"
+
+
+def test_the_guards_target_logs_the_guard_as_its_reason(recyclers, caplog):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    assert recycler.exit_reason() is None
+    shared.mark_guard_target(os.getpid())
+
+    with caplog.at_level(logging.INFO, logger="test-worker"):
+        assert recycler.on_exit() == "guard"
+        assert recycler.on_exit() is None  # once
+
+    lines = [record.getMessage() for record in caplog.records if "Recycling worker" in record.getMessage()]
+    assert len(lines) == 1 and f"pid={os.getpid()} reason=guard rss=100.0MB uss=80.0MB" in lines[0]
+    assert shared.recycle_counts()["guard"] == 1
+
+
+def test_a_request_stuck_past_the_timeout_replaces_the_worker(recyclers):
+    recycler = recyclers.make(FakeWorker(), SharedState())
+    finished: list[str | None] = []
+    recycler.finish = lambda: finished.append(recycler.reason)  # the real one ends the process
+    recycler.request_started()
+
+    recyclers.clock.advance(recycler.plan.timeout_s + 1)
+
+    poll_until(lambda: finished, 10, "the timeout watch to replace the worker")
+    assert finished == ["timeout"] and recycler.worker.alive is False
+
+
+def test_with_no_replacement_in_time_it_leaves_on_its_own(recyclers):
+    recycler = recyclers.make(FakeWorker(), SharedState())
+    old_enough(recyclers)
+    recyclers.memory.set(recycler.limits.threshold_bytes + 10 * MIB)
+    serve(recycler)
+    assert recycler.waiting == "memory" and recycler.worker.alive is True
+
+    recyclers.clock.advance(SURGE_WAIT_S + 1)
+
+    poll_until(lambda: recycler.worker.alive is False, 10, "the recycler to give up waiting")
+    assert recycler.reason == "memory"
+
+
+# --- a rule of one's own ----------------------------------------------------------------------
+
+
+class AtLevel:
+    """Test-only: recycle once USS reaches a level of its own, far below the budget."""
+
+    def __init__(self, level_bytes: int) -> None:
+        self.level_bytes = level_bytes
+
+    def levels(self, limits: WorkerLimits) -> ExactCheckLevels:
+        return ExactCheckLevels(rss_bytes=self.level_bytes)
+
+    def verdict(self, uss_bytes: int, data_bytes: int, age_s: float, limits: WorkerLimits) -> str:
+        return RECYCLE if uss_bytes >= self.level_bytes else KEEP
+
+
+LEVEL = 300 * MIB  # a third of the threshold
+
+
+def test_the_rules_of_today_never_check_below_the_budget(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False)
+    old_enough(recyclers)
+    recyclers.memory.set(LEVEL + 10 * MIB)
+
+    serve(recycler, 64)
+
+    assert recycler.reason is None and recyclers.exact_checks == []
+
+
+def test_a_rule_that_fires_below_the_budget_runs(recyclers):
+    recycler = recyclers.make(recycle_replace_first=False, rules=(*MEMORY_RULES, AtLevel(LEVEL)))
+    old_enough(recyclers)
+    recyclers.memory.set(LEVEL - 30 * MIB)
+    reads_before = recyclers.memory.statm_reads
+
+    serve(recycler, 96)
+    assert recycler.reason is None and recyclers.exact_checks == []
+    assert recyclers.memory.statm_reads - reads_before == 32  # its level, not the threshold's, sets the skips
+
+    recyclers.memory.set(LEVEL + 10 * MIB)
+    recyclers.clock.advance(USS_READ_INTERVAL_S)
+    serve(recycler, 3)  # at most two requests may still pass unread
+
+    assert recycler.reason == "memory" and recycler.worker.alive is False
+    assert recycler.figures == (LEVEL + 10 * MIB, LEVEL + 10 * MIB) and recyclers.exact_checks == [RECYCLE]
+
+
+def test_new_limits_move_the_levels_it_reads_for(recyclers):
+    recycler = recyclers.make()
+    recyclers.memory.set(500 * MIB)  # far below the threshold it was born with
+    recycler.limits = WorkerLimits(threshold_bytes=530 * MIB, hard_cap_bytes=700 * MIB, data_limit_bytes=None)
+    reads_before = recyclers.memory.statm_reads
+
+    serve(recycler, 96)
+
+    assert recyclers.memory.statm_reads - reads_before == 32  # 30 MB below the new threshold: 2 skipped per read
+    assert recycler.reason is None
+
+
+# --- without /proc (moved from test_portable.py) ------------------------------------------------
+
+
+def test_a_worker_on_its_peak_recycles_for_memory_with_no_backstop_and_publishes(no_proc, monkeypatch):
+    monkeypatch.setattr(backstop, "set_data_limit", lambda limit: pytest.fail("no data figure: no data limit"))
+    peak = [30 * MIB]
+    state = SharedState()
+    slot = state.claim_worker_slot(os.getpid())
+    # Leaving at once (no replacement first): this test is about the figures, not the surge.
+    host = Fallbacks(None, lambda: 8 * 1024 * MIB, lambda: 70 * MIB)
+    plan = make_plan(Settings(max_memory_mb=256, recycle_replace_first=False), measure_container(no_proc, host))
+    recycler = WorkerRecycler(
+        FakeWorker(), plan, state, root=no_proc, slot=slot, fallbacks=Fallbacks(None, lambda: None, lambda: peak[0])
+    )
+    try:
+        assert recycler.limits.data_limit_bytes is None
+        assert state.published_memory(os.getpid()) == (30 * MIB, "peak")
+        recycler.started -= 10  # past the minimum lifetime
+        recycler.after_request()
+        assert recycler.reason is None
+        peak[0] = (plan.worker_budget_mb + 1) * MIB
+        for _ in range(40):  # the reader may skip requests while far below the threshold
+            recycler.after_request()
+            if recycler.reason:
+                break
+        assert recycler.reason == "memory"
+        assert recycler.worker.alive is False
+        assert state.published_memory(os.getpid()) == ((plan.worker_budget_mb + 1) * MIB, "peak")
+    finally:
+        recycler._stopping.set()
+        for thread in threading.enumerate():
+            if thread.name == "fitflix-request-timeout":
+                thread.join(timeout=5)
