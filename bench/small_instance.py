@@ -97,7 +97,7 @@ STAMP_LINE = re.compile(r"boot-step step=([\w-]+) pid=(\d+) cpu_s=([\d.]+) monot
 # The boot's steps, in order: (key, what it is).
 STEPS = (
     ("start", "python start, gunicorn's imports and arguments (to the config's first line)"),
-    ("import-fitflix", "import fitflix: gunicorn.conf.py's imports (fitflix/__init__: flask, werkzeug; ...)"),
+    ("import-fitflix", "import fitflix: gunicorn.conf.py's imports (the hooks, the logger; Flask comes with the app)"),
     ("plan", "plan: the rest of gunicorn.conf.py (settings, container, plan)"),
     ("setup", "gunicorn setup: logger, worker class"),
     ("import-app", "import the app (bench.apps:app -> wsgi:app)"),

@@ -44,8 +44,12 @@ class LiveServer:
         project: Path = PROJECT,
         prefix: tuple[str, ...] = (),
         ready_path: str = "/health",
+        config: str | None = None,
     ) -> None:
-        """`project`: the folder with gunicorn.conf.py (a `project_copy` for a test's own .env).
+        """`project`: the folder with gunicorn.conf.py (a `project_copy` for a test's own .env), and the
+        server's working folder.
+
+        `config`: what `-c` gets in place of the project's gunicorn.conf.py (`python:fitflix.gunicorn_conf`).
 
         `prefix`: a command that runs gunicorn in place of itself (`exec`), such as
         `harness.noproc.NO_PROC`: the pid started is still gunicorn's master.
@@ -59,6 +63,7 @@ class LiveServer:
         self.extra_args = extra_args
         self.python = python
         self.ready_path = ready_path
+        self.config = config
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.master_pid: int | None = None
@@ -73,7 +78,8 @@ class LiveServer:
         """
         script = Path(self.python).with_name("gunicorn")
         launcher = [str(script)] if script.exists() else [self.python, "-m", "gunicorn"]
-        command = [*launcher, "-c", str(self.project / "gunicorn.conf.py"), *self.extra_args]
+        config = self.config or str(self.project / "gunicorn.conf.py")
+        command = [*launcher, "-c", config, *self.extra_args]
         return command + [self.app] if self.app else command
 
     def command(self) -> list[str]:

@@ -23,20 +23,39 @@ from fitflix.errors import error_body
 from fitflix.memory.heap import malloc_trim
 
 _tripped = threading.Event()
+_here = threading.local()  # `tripped` in the thread whose request tripped it
 
 OUT_OF_MEMORY_MESSAGE = "This request needed more memory than a worker may use; the worker is being replaced."
 OUT_OF_MEMORY_BODY = error_body(503, "Service Unavailable", OUT_OF_MEMORY_MESSAGE)
+OUT_OF_MEMORY_STATUS = "503 Service Unavailable"
+OUT_OF_MEMORY_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("Content-Length", str(len(OUT_OF_MEMORY_BODY))),
+    ("Retry-After", "1"),
+    ("Cache-Control", "no-store"),
+]
 
 
 def trip() -> None:
     """Note the failed allocation and hand back what the request left behind."""
     _tripped.set()
+    _here.tripped = True
     gc.collect()
     malloc_trim()
 
 
 def tripped() -> bool:
     return _tripped.is_set()
+
+
+def forget_here() -> None:
+    """A new request in this thread: what an earlier one tripped is not its doing."""
+    _here.tripped = False
+
+
+def tripped_here() -> bool:
+    """Whether `trip()` ran in this thread since its last `forget_here()`."""
+    return getattr(_here, "tripped", False)
 
 
 def start_pool_threads(executor: Executor, count: int, timeout_s: float = 5.0) -> int:
@@ -80,17 +99,37 @@ def _trip_on_memory_error(_sender, exception: BaseException | None = None, **_ex
         trip()
 
 
-def watch_flask_errors() -> None:
-    """Trip on a MemoryError any Flask app leaves unhandled.
+def _trip_on_django_memory_error(sender=None, **_extra) -> None:
+    # Django sends no exception (django/core/handlers/exception.py, response_for_exception): the
+    # signal is sent inside its `except`, so the exception is this thread's current one.
+    if isinstance(sys.exc_info()[1], MemoryError):
+        trip()
 
-    Flask turns an unhandled exception into its own 500 before `guard_wsgi`
-    can see it; an app without `fitflix.init_app` (whose handler trips) would
-    keep a worker that just ran out of its data limit. `got_request_exception`
-    is sent for exactly those; a strong reference, since this runs once per worker.
+
+def watch_framework_errors() -> list[str]:
+    """Trip on a MemoryError a framework turns into its own 500 page; return the frameworks watched.
+
+    Flask and Django both answer an unhandled exception with a 500 before
+    `guard_wsgi` can see it: an app without `fitflix.init_app` (whose handler
+    trips) would keep a worker that just ran out of its data limit. Both send
+    `got_request_exception` for exactly those. Only a framework the app has
+    imported is watched: a Django service never loads Flask for this, nor the
+    other way round. Strong references, since this runs once per worker.
     """
-    from flask import got_request_exception
+    watched = []
+    if "flask" in sys.modules:
+        from flask import got_request_exception
 
-    got_request_exception.connect(_trip_on_memory_error, weak=False)
+        got_request_exception.connect(_trip_on_memory_error, weak=False)
+        watched.append("flask")
+    if "django" in sys.modules:
+        from django.core.signals import got_request_exception as django_request_exception
+
+        django_request_exception.connect(
+            _trip_on_django_memory_error, weak=False, dispatch_uid="fitflix.serving.backstop"
+        )
+        watched.append("django")
+    return watched
 
 
 def guard_wsgi(app: Callable) -> Callable:
@@ -101,16 +140,7 @@ def guard_wsgi(app: Callable) -> Callable:
             return app(environ, start_response)
         except MemoryError:
             trip()
-            start_response(
-                "503 Service Unavailable",
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(OUT_OF_MEMORY_BODY))),
-                    ("Retry-After", "1"),
-                    ("Cache-Control", "no-store"),
-                ],
-                sys.exc_info(),
-            )
+            start_response(OUT_OF_MEMORY_STATUS, OUT_OF_MEMORY_HEADERS, sys.exc_info())
             return [OUT_OF_MEMORY_BODY]
 
     return guarded

@@ -1,4 +1,4 @@
-"""gunicorn glue: what gunicorn.conf.py needs, and its hooks.
+"""gunicorn glue: the settings gunicorn.conf.py and fitflix.gunicorn_conf give gunicorn, and its hooks.
 
 Each hook is a few lines, says which process runs it, and hands the work to
 tested code in `recycle.py`, `recycler.py`, `monitor.py` and `fitflix.memory`. A hook that
@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,85 @@ def budget_problem_now(plan: Plan) -> str | None:
     return budget_problem(plan, master_bytes / MIB if master_bytes else 0.0, plan.budget_from_env)
 
 
+def server_settings(dotenv_path: Path | str) -> dict[str, object]:
+    """gunicorn's settings, by gunicorn's own names, for a service whose `.env` is `dotenv_path`.
+
+    What `fitflix.gunicorn_conf` (`gunicorn -c python:fitflix.gunicorn_conf yourapp:app`) and
+    this repository's gunicorn.conf.py set: `globals().update(server_settings(...))` in a config
+    file of your own, then change what you like. Command-line flags override all of it (gunicorn
+    docs, "Configuration Overview"). No `wsgi_app`: the app is the caller's.
+    """
+    from fitflix.serving.logs import FitflixLogger
+
+    config = load_server_config(Path(dotenv_path))
+    settings, plan = config.settings, config.plan
+    return {
+        "fitflix_config": config,
+        # Render and Heroku send traffic to $PORT on every interface.
+        # https://render.com/docs/web-services#port-binding
+        "bind": f"{settings.host}:{settings.port}",
+        # One worker unless clustering is on and the limit holds more (see the plan's notes).
+        "workers": plan.workers,
+        # Threads let /health answer while a slow request is in flight, at ~0.1 MB each.
+        "worker_class": plan.worker_class,
+        "threads": plan.threads,
+        # A safety net under memory recycling; jitter keeps workers from leaving together.
+        "max_requests": plan.max_requests,
+        "max_requests_jitter": plan.max_requests_jitter,
+        # A request stuck this long gets its worker replaced.
+        "timeout": plan.timeout_s,
+        # SIGTERM to SIGKILL is 30 s on Render (maxShutdownDelaySeconds), Heroku and
+        # Kubernetes (terminationGracePeriodSeconds), by default. Of those 30 s:
+        #   DRAIN_S (5)         /health/ready answers 503 while the service still serves,
+        #                       so balancers stop sending before anything is refused
+        #                       (the hooks replace gunicorn's SIGTERM handler: when_ready);
+        #   graceful_timeout    25 - DRAIN_S (20): the listeners close, what waits in the
+        #                       backlog is accepted, in-flight requests finish;
+        #   5 s                 the master reaps its workers and exits.
+        # Raise DRAIN_S for a balancer that checks less often, and the platform's window with it.
+        # https://render.com/docs/deploys#zero-downtime-deploys
+        "graceful_timeout": plan.graceful_timeout_s,
+        # Load the app once in the master and share its pages with every worker
+        # (pre_fork freezes the GC so workers do not unshare them): 6 MB per worker, not 15.
+        "preload_app": True,
+        # Heartbeat files on tmpfs, never a disk that can stall.
+        "worker_tmp_dir": config.worker_tmp_dir,
+        # gunicorn 27's control socket costs ~2 MB in the master and writes under $HOME.
+        "control_socket_disable": not settings.control_socket,
+        # Logs to stdout/stderr, where Render and Heroku collect them; LOG_FORMAT=json
+        # makes every line one JSON object, ACCESS_LOG_HEALTH=false drops probe lines.
+        "loglevel": settings.log_level,
+        "accesslog": "-",
+        "errorlog": "-",
+        "logger_class": FitflixLogger,
+        "on_starting": on_starting,
+        "when_ready": when_ready,
+        "pre_fork": pre_fork,
+        # TTIN/TTOU change the worker count: the per-worker budgets follow it.
+        "nworkers_changed": nworkers_changed,
+        "post_fork": post_fork,
+        "post_worker_init": post_worker_init,
+        "pre_request": pre_request,
+        "post_request": post_request,
+        "worker_exit": worker_exit,
+        "child_exit": child_exit,
+        "on_exit": on_exit,
+    }
+
+
+# gunicorn imports a `python:` config once and keeps it in sys.modules; on SIGHUP it asks for it
+# again and would get the old values. when_ready makes SIGHUP forget it first (`_rereading`).
+PACKAGE_CONFIG = "fitflix.gunicorn_conf"
+
+
+def _rereading(handle_hup):
+    def handle_hup_reading_again() -> None:
+        sys.modules.pop(PACKAGE_CONFIG, None)
+        handle_hup()
+
+    return handle_hup_reading_again
+
+
 _monitor: MemoryMonitor | None = None
 _surge: Surge | None = None
 _recycler: WorkerRecycler | None = None
@@ -202,6 +282,8 @@ def when_ready(server) -> None:
         )
     # SIGTERM drains first (the arbiter looks its handlers up by name on each signal).
     server.handle_term = Drain(server, lambda: RUNTIME.plan.drain_s, RUNTIME.shared).handle_term
+    # SIGHUP reads `python:fitflix.gunicorn_conf` again, as gunicorn does a config file.
+    server.handle_hup = _rereading(server.handle_hup)
     global _surge
     if RUNTIME.shared is not None:  # always: a SIGHUP may turn RECYCLE_REPLACE_FIRST on for new workers
         _surge = Surge(server, RUNTIME.shared, _room_for_one_more, lambda: RUNTIME.plan.workers)
@@ -294,7 +376,7 @@ def post_worker_init(worker) -> None:
                 worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started, slot=_request_slot
             )
             worker.wsgi = backstop.guard_wsgi(worker.wsgi)
-            backstop.watch_flask_errors()
+            backstop.watch_framework_errors()
             signal.signal(CLEANUP_SIGNAL, clean_up)
             signal.siginterrupt(CLEANUP_SIGNAL, False)
     except Exception:  # raising here would halt the whole server (boot error)

@@ -44,7 +44,9 @@ def warm_up(app) -> list[tuple[str, str]]:
     """(path, status) for each warm-up request; nothing when `app` is not one with FitFlix's endpoints.
 
     Another Flask app without `fitflix.init_app` is left alone: its code is not ours to run early.
+    An app given by `fitflix.wrap` warms the endpoints in front of it, and none of its own.
     """
+    app = getattr(app, "fitflix_endpoints", app)
     if "health" not in getattr(app, "blueprints", {}):
         return []
     answered: list[tuple[str, str]] = []
