@@ -1,4 +1,9 @@
-"""`python -m fitflix plan [--json]`: the serving plan and its inputs, as gunicorn.conf.py would use them."""
+"""`python -m fitflix plan [--json] [APP]`: the serving plan and its inputs, as gunicorn's config would use them.
+
+Run it where gunicorn runs (the `.env` read is the working folder's), with the app gunicorn
+serves: `python -m fitflix plan myproject.wsgi:application`; this repository's `wsgi:app` when
+none is given.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from fitflix.serving.sizing import (
 )
 from fitflix.settings import OPTIMIZED, PROFILE_DEFAULTS, SettingsError, load_settings, setting_origins
 
-PROJECT = Path(__file__).resolve().parents[1]
+DEFAULT_APP = "wsgi:app"  # this repository's entry point, as gunicorn.conf.py names it
 
 
 def cgroup_limit_origin(container) -> str:
@@ -124,15 +129,37 @@ def plan_rows(plan, container, origins: dict[str, str] | None = None) -> list[tu
     ]
 
 
+def load_app(name: str) -> str | None:
+    """Import the app as gunicorn does (`module:callable`, or a factory call); why it cannot be, or None."""
+    from gunicorn.errors import AppImportError
+    from gunicorn.util import import_app
+
+    sys.path.insert(0, str(Path.cwd()))  # where gunicorn looks for it too
+    try:
+        import_app(name)
+    except (AppImportError, ImportError) as error:
+        return (
+            f"python -m fitflix plan: cannot load the app {name!r} ({error}); give the one gunicorn serves, "
+            "as gunicorn names it: python -m fitflix plan myproject.wsgi:application"
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fitflix")
     commands = parser.add_subparsers(dest="command", required=True)
     plan_command = commands.add_parser("plan", help="print the serving plan and its inputs")
     plan_command.add_argument("--json", action="store_true", help="one JSON object, for machines")
+    plan_command.add_argument(
+        "app",
+        nargs="?",
+        default=DEFAULT_APP,
+        help=f"the app as gunicorn names it, loaded as the master preloads it (default: {DEFAULT_APP})",
+    )
     args = parser.parse_args(argv)
 
     try:
-        settings = load_settings(PROJECT / ".env")
+        settings = load_settings(Path.cwd() / ".env")
     except SettingsError as error:
         sys.stderr.write(f"{error}\n")
         return 2
@@ -142,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     except PlanError as error:
         sys.stderr.write(f"FitFlix cannot start: {error}\n")
         return 2
-    import wsgi  # noqa: F401  (the app, as the master preloads it, for a real baseline)
+    problem = load_app(args.app)  # as the master preloads it, for a real baseline
+    if problem:
+        sys.stderr.write(f"{problem}\n")
+        return 2
 
     private = own_private_bytes()
     plan = with_app_baseline(plan, private / MIB if private else None)

@@ -51,3 +51,15 @@ def test_plan_refuses_what_the_server_would_refuse(env, code, says):
     assert result.returncode == code
     assert says in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plan_loads_the_app_it_is_given_as_gunicorn_names_it():
+    django = run_to_exit(
+        sys.executable, "-m", "fitflix", "plan", "harness.apps.django_project.wsgi:application", env=ENV
+    )
+    assert django.returncode == 0, django.stderr
+    assert "worker baseline" in django.stdout
+
+    missing = run_to_exit(sys.executable, "-m", "fitflix", "plan", "nowhere.wsgi:application", env=ENV)
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert "cannot load the app 'nowhere.wsgi:application'" in missing.stderr and "Traceback" not in missing.stderr
