@@ -58,6 +58,18 @@ class HealthContext:
         return resize_plan(self.planned, shared.planned_workers()) if shared is not None else self.planned
 
 
+def serving_threads(planned: int) -> int:
+    """The request threads this worker serves with, as gunicorn runs it; `planned` outside a worker.
+
+    A config of one's own (`threads = 2` after `from fitflix.gunicorn_conf import *`) or a
+    `--threads` flag overrides the plan, and a sync worker has no pool: one thread.
+    """
+    worker = RUNTIME.worker
+    if worker is None:
+        return planned
+    return worker.cfg.threads if getattr(worker, "tpool", None) is not None else 1
+
+
 def _worker_pids() -> list[int]:
     """The workers of this server as gunicorn knows them: each claimed a shared slot when it booted."""
     return RUNTIME.shared.worker_pids() if RUNTIME.shared is not None else []
@@ -282,7 +294,7 @@ def memory_document(report: MemoryReport, context: HealthContext) -> tuple[dict,
             or plan.workers,
             "plannedWorkers": plan.workers,
             "replacingWorker": leaving or None,
-            "threads": plan.threads,
+            "threads": serving_threads(plan.threads),
         },
         "container": {
             "cgroupVersion": cgroup.version if cgroup else None,

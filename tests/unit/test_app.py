@@ -304,3 +304,16 @@ def test_the_500_handler_answers_with_its_own_message(caplog):
         "message": "The server could not complete the request.",
     }
     assert "TypeError" not in caplog.text
+
+
+@pytest.mark.parametrize(("pool", "threads"), [(True, 2), (False, 1)], ids=["gthread-overridden", "sync"])
+def test_clustering_threads_are_the_workers_own_not_the_plans(client, monkeypatch, pool, threads):
+    # threads = 2 in a config of one's own, or --threads 2, overrides the plan's 8; a sync worker has one.
+    from types import SimpleNamespace
+
+    from fitflix.serving.state import RUNTIME
+
+    worker = SimpleNamespace(cfg=SimpleNamespace(threads=2), tpool=object() if pool else None)
+    monkeypatch.setattr(RUNTIME, "worker", worker)
+
+    assert client.get("/health/memory").get_json()["clustering"]["threads"] == threads
