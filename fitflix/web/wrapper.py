@@ -4,7 +4,8 @@ Django, Flask without `init_app`, or a bare callable: the wrapper answers
 `/health`, `/health/live`, `/health/ready`, `/health/memory` (JSON,
 health+json and the page), `/metrics` and `/openapi.json`, and hands every
 other request to the app untouched (its status, headers and body as the app
-made them). The endpoints are `create_app`'s Flask app, the same code
+made them). Those exact paths, nothing else: `/health/` and `/health/db/` are
+the app's own, as many a Django project already has them. The endpoints are `create_app`'s Flask app, the same code
 `init_app` adds to a Flask app: one answer, whichever way in.
 
 One thing of the app's own is changed, and only when the backstop tripped in
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 from fitflix.serving import backstop
 from fitflix.settings import Settings
-from fitflix.web.flask_app import create_app, is_fitflix_path
+from fitflix.web.flask_app import create_app
 
 
 class Wrapped:
@@ -34,9 +35,14 @@ class Wrapped:
         self.application = application
         # The warm-up (serving/warmup.py) and the probes run these; nothing of the app's own.
         self.fitflix_endpoints = create_app(settings)
+        # The paths its rules answer, read off its URL map so that a new endpoint needs no edit here;
+        # not /static/ (the Flask default, unused: the page inlines its script and styles).
+        self.fitflix_paths = frozenset(
+            rule.rule for rule in self.fitflix_endpoints.url_map.iter_rules() if rule.endpoint != "static"
+        )
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if is_fitflix_path(environ.get("PATH_INFO", "")):
+        if environ.get("PATH_INFO", "") in self.fitflix_paths:
             return self.fitflix_endpoints(environ, start_response)
         return self.passed_through(environ, start_response)
 

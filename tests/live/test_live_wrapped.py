@@ -124,6 +124,11 @@ def test_djangos_own_answers_pass_through_untouched(live_server):
     assert status == 200 and "csrftoken=" in headers["Set-Cookie"]
     assert server.request("POST", "/form/", body=b"")[0] == 403  # no CSRF token: Django's refusal
     assert json.loads(server.request("GET", "/hello/")[2])["framework"] == "django"
+    # Under /health/ the wrapper takes its own paths only: the project's own health check stays its own.
+    status, _headers, body = server.request("GET", "/health/db/")
+    assert (status, json.loads(body)) == (200, {"database": "ok", "framework": "django"})
+    status, headers, _body = server.request("GET", "/health/")
+    assert status == 404 and headers["Content-Type"].startswith("text/html")  # Django's 404, not FitFlix's
 
 
 def test_the_bare_apps_own_answers_pass_through_untouched(live_server):

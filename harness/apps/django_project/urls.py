@@ -4,7 +4,8 @@ GET /hello/ answers with the pid; GET /leak/?mb=N keeps N MiB (touched, so resid
 life of the worker; GET /spike/?mb=N allocates N MiB at once and drops it (past the data limit:
 a MemoryError, which Django turns into its own 500 page); GET /form/ sets Django's CSRF cookie;
 GET /go/ redirects to /hello/; POST /form/ without the token is Django's 403; GET /oom/ raises
-MemoryError at once (what a failed allocation raises, without allocating: for tests in one process).
+MemoryError at once (what a failed allocation raises, without allocating: for tests in one process);
+GET /health/db/ is the project's own health check, under /health/ as many a Django project has one.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def out_of_memory(request):
     raise MemoryError
 
 
+def own_health(request):
+    return JsonResponse({"database": "ok", "framework": "django"})
+
+
 def go(request):
     return redirect("/hello/")
 
@@ -69,4 +74,5 @@ urlpatterns = [
     path("form/", form),
     path("go/", go),
     path("oom/", out_of_memory),
+    path("health/db/", own_health),
 ]
