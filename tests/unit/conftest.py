@@ -13,6 +13,7 @@ import _posixsubprocess
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
@@ -51,6 +52,18 @@ def guarded() -> ExitStack:
             setattr(owner, name, refusal(what))
             stack.callback(setattr, owner, name, original)
     return stack
+
+
+def pytest_collection_finish(session) -> None:
+    """Load matplotlib before the first test when a collected test draws (its module imports bench.plots).
+
+    On its first import on a machine, matplotlib lists the fonts by running fc-list and caches the list
+    (~/.cache/matplotlib, or MPLCONFIGDIR): that is a process, and inside a test the guard would fail it.
+    Loaded here, outside every test, it happens once before the run, as on every later import.
+    """
+    plots = sys.modules.get("bench.plots")
+    if plots is not None:
+        plots._pyplot()
 
 
 @pytest.hookimpl(wrapper=True)
