@@ -87,8 +87,9 @@ def plan_rows(plan, container, origins: dict[str, str] | None = None) -> list[tu
         (
             "recycle order",
             "replace, then retire" if plan.replace_first else "retire, then replace",
-            f"{var('RECYCLE_REPLACE_FIRST')}; the replacement boots first where one more fresh worker "
-            f"({FRESH_WORKER_ALLOWANCE_MB} MB) fits under the critical level",
+            f"{var('RECYCLE_REPLACE_FIRST')}; the replacement boots first where a fresh worker "
+            f"({FRESH_WORKER_ALLOWANCE_MB} MB) and both workers' growth until the old one is gone fit under the "
+            "critical level",
         ),
         ("worker hard cap", f"{plan.worker_hard_cap_mb} MB", "budget + (critical - warn level) / workers"),
         ("master reserve", f"{plan.master_reserve_mb} MB", "measured master + shared pages"),

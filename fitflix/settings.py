@@ -324,8 +324,9 @@ SETTINGS: tuple[Setting, ...] = (
         "RECYCLE_REPLACE_FIRST",
         "boolean",
         True,
-        "A worker recycled for memory or max_requests leaves only once its replacement serves, where one more "
-        "fresh worker fits under the critical level; false: it stops accepting at once and gunicorn replaces it.",
+        "A worker recycled for memory or max_requests leaves only once its replacement serves, where the overlap "
+        "(a fresh worker, and both workers' growth until the old one is gone) fits under the critical level; "
+        "false: it stops accepting at once and gunicorn replaces it.",
         see="plan-and-recycling.md#the-recycle-moment-replace-then-retire",
     ),
     Setting(

@@ -28,6 +28,10 @@ REPLACING = re.compile(r"Replacing worker (\d+): its replacement boots first")
 REPLACED = re.compile(r"Worker (\d+) serves; retiring worker (\d+)")
 WITHOUT = re.compile(r"Retiring worker (\d+) without a replacement first: (.+)")
 TIMED_OUT = re.compile(r"No replacement booted in [\d.]+ s; retiring worker (\d+) anyway")
+# The master's overlap watch (fitflix.serving.monitor): the old worker retired before its replacement served,
+# and the other workers holding new requests until it was gone.
+RETIRED_EARLY = re.compile(r"Overlap: .*? while worker (\d+)'s replacement boots: retiring worker \d+ now")
+HELD = re.compile(r"Overlap: .*? while worker (\d+) drains: the other workers hold new requests")
 
 
 @dataclass(frozen=True)
@@ -140,11 +144,15 @@ class SurgeCounts:
     replaced: int  # 'Worker NEW serves; retiring worker OLD': the replacement served first
     without: int  # 'Retiring worker OLD without a replacement first': no room for one more worker
     timed_out: int  # 'No replacement booted in 30 s; retiring worker OLD anyway'
+    retired_early: int = 0  # the overlap watch retired the old worker before its replacement served
+    held: int = 0  # the overlap watch held the other workers' new requests until the old worker was gone
 
     def text(self) -> str:
-        """'49 replaced first, 0 without a replacement' (the timeouts only when there are some)."""
+        """'49 replaced first, 0 without a replacement' (timeouts and the watch's actions only when there are some)."""
         text = f"{self.replaced} replaced first, {self.without} without a replacement"
-        return text + (f", {self.timed_out} replacement boots timed out" if self.timed_out else "")
+        text += f", {self.timed_out} replacement boots timed out" if self.timed_out else ""
+        text += f", {self.retired_early} retired early by the overlap watch" if self.retired_early else ""
+        return text + (f", {self.held} held by the overlap watch" if self.held else "")
 
 
 def surge_counts(log_text: str) -> SurgeCounts:
@@ -153,6 +161,8 @@ def surge_counts(log_text: str) -> SurgeCounts:
         len(REPLACED.findall(log_text)),
         len(WITHOUT.findall(log_text)),
         len(TIMED_OUT.findall(log_text)),
+        len(RETIRED_EARLY.findall(log_text)),
+        len(HELD.findall(log_text)),
     )
 
 

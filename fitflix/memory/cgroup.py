@@ -229,6 +229,20 @@ def read_pressure(path: Path) -> dict[str, Pressure] | None:
     return pressure or None
 
 
+def read_working_set(cgroup: Cgroup | None) -> int | None:
+    """Usage less inactive page cache, and nothing else: two small reads, for a look every few milliseconds."""
+    if cgroup is None or cgroup.memory_dir is None:
+        return None
+    directory = cgroup.memory_dir
+    if cgroup.version == 1:
+        usage, inactive_key = _read_int(directory / "memory.usage_in_bytes"), "total_inactive_file"
+    else:
+        usage, inactive_key = _read_int(directory / "memory.current"), "inactive_file"
+    if usage is None:
+        return None
+    return max(usage - (_read_keyed(directory / "memory.stat").get(inactive_key) or 0), 0)
+
+
 def read_memory(cgroup: Cgroup) -> CgroupMemory:
     """Limit, usage, working set and OOM kills as the kernel counts them."""
     directory = cgroup.memory_dir

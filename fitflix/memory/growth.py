@@ -97,6 +97,8 @@ _MAX_REASON_CHARS = 40
 _MAX_NOTE_CHARS = 110
 _MAX_NOTES = 3
 _CENSUS_CHECK_EVERY = 1024  # objects between two looks at the clock
+# gc.get_objects() holds a pointer an object; pymalloc's blocks are the objects' upper bound (untracked included).
+CENSUS_LIST_BYTES_PER_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,8 @@ class GrowthReport:
             sections.append(f"top sites: {sites}")
         elif "sites" in unavailable:
             sections.append(f"no sites: {unavailable['sites']}")
+        if "types" in unavailable:
+            sections.append(f"no types: {unavailable['types']}")
         if self.types or self.census_cut_short:
             types = ", ".join(
                 f"{t.type_name} {t.count_growth:+d} ({_size(t.kb_growth * 1024)})" for t in self.types[:3]
@@ -496,8 +500,13 @@ class GrowthWatch:
         time_limit_s: float = DEFAULT_REPORT_TIME_LIMIT_S,
         max_tracemalloc_bytes: int = DEFAULT_MAX_TRACEMALLOC_BYTES,
         max_census_objects: int = MAX_CENSUS_OBJECTS,
+        max_census_list_bytes: int | None = None,
     ) -> GrowthReport:
-        """What grew; call it in the worker after its last request. Stops tracing if `maybe_arm` started it."""
+        """What grew; call it in the worker after its last request. Stops tracing if `maybe_arm` started it.
+
+        `max_census_list_bytes`: the census's first step, `gc.get_objects()`, is a list of 8 bytes an object,
+        made in one go; past this estimate (from `sys.getallocatedblocks()`) the census is skipped.
+        """
         started_s, started_cpu_s = time.perf_counter(), time.process_time()
         notes = list(self.notes)
         unavailable: list[tuple[str, str]] = []
@@ -536,13 +545,22 @@ class GrowthWatch:
                 if arming.started_tracing:
                     tracemalloc.stop()  # frees its tables before the census builds its list
         deadline_s = started_s + time_limit_s
-        census = take_census(
-            max(0.0, deadline_s - time.perf_counter()),
-            max_census_objects,
-            exclude_ids=frozenset(map(id, (self.boot_census, self.boot_census.counts, self.boot_census.sizes_bytes))),
-        )
-        if census.cut_short:
-            notes.append(f"census cut short after {census.objects_seen} objects: type figures are low")
+        list_bytes = CENSUS_LIST_BYTES_PER_BLOCK * sys.getallocatedblocks()
+        if max_census_list_bytes is not None and list_bytes > max_census_list_bytes:
+            census = None
+            unavailable.append(
+                ("types", f"census skipped: its list (~{_mb(list_bytes)}) needs more than {_mb(max_census_list_bytes)}")
+            )
+        else:
+            census = take_census(
+                max(0.0, deadline_s - time.perf_counter()),
+                max_census_objects,
+                exclude_ids=frozenset(
+                    map(id, (self.boot_census, self.boot_census.counts, self.boot_census.sizes_bytes))
+                ),
+            )
+            if census.cut_short:
+                notes.append(f"census cut short after {census.objects_seen} objects: type figures are low")
         return GrowthReport(
             pid=os.getpid(),
             reason=reason,
@@ -556,8 +574,8 @@ class GrowthWatch:
             unaccounted_bytes=unaccounted_bytes,
             verdict=verdict,
             sites=sites,
-            types=type_growth(self.boot_census, census),
-            census_cut_short=census.cut_short,
+            types=() if census is None else type_growth(self.boot_census, census),
+            census_cut_short=census is not None and census.cut_short,
             snapshot_blocks=snapshot_blocks,
             report_ms=round(1000 * (time.perf_counter() - started_s), 2),
             report_cpu_ms=round(1000 * (time.process_time() - started_cpu_s), 2),

@@ -169,6 +169,11 @@ class MemoryProbe:
         self._lock = threading.Lock()
         self._cached = None
 
+    def forget(self) -> None:
+        """The next report is read anew, whatever its age."""
+        with self._lock:
+            self._cached = None
+
     def container_memory(self) -> CgroupMemory:
         """Cheap (a few small file reads): no smaps."""
         return read_memory(self.cgroup) if self.cgroup else CgroupMemory(None, None, None, None)

@@ -299,13 +299,14 @@ def when_ready(server) -> None:
         published=shared.published_memory if shared is not None else None,
     )
     _monitor = MemoryMonitor(server, plan, probe, shared, settings.memory_log_interval_s, own_reader=reader)
+    _monitor.surge = _surge  # the overlap's phases, for the watch
     _monitor.start()
 
 
-def _room_for_one_more() -> tuple[bool, str]:
+def _room_for_one_more(old_pid: int, boot_s: float, handover_s: float) -> tuple[bool, str]:
     if _monitor is None:
         return False, "no memory monitor runs (MEMORY_RECYCLING=false at the start)"
-    return _monitor.room_for_one_more()
+    return _monitor.room_for_one_more(old_pid, boot_s, handover_s)
 
 
 def pre_fork(server, worker) -> None:
@@ -353,6 +354,7 @@ def nworkers_changed(server, new_value: int, old_value: int | None) -> None:
 def post_fork(server, worker) -> None:
     """Worker, right after fork."""
     RUNTIME.role = "worker"
+    RUNTIME.forked_monotonic = time.monotonic()
 
 
 def post_worker_init(worker) -> None:
@@ -379,6 +381,9 @@ def post_worker_init(worker) -> None:
             backstop.watch_framework_errors()
             signal.signal(CLEANUP_SIGNAL, clean_up)
             signal.siginterrupt(CLEANUP_SIGNAL, False)
+        if RUNTIME.shared is not None and RUNTIME.forked_monotonic is not None:
+            # What the master expects a replacement's boot to take, until it has timed one itself.
+            RUNTIME.shared.set_last_boot(time.monotonic() - RUNTIME.forked_monotonic)
     except Exception:  # raising here would halt the whole server (boot error)
         worker.log.exception("Memory recycling is off in worker %s", os.getpid())
 
@@ -394,7 +399,7 @@ def post_request(worker, req, environ, resp) -> None:
 def pre_request(worker, req) -> None:
     """Worker, in the thread about to handle the request."""
     if _recycler is not None:
-        _recycler.request_started()
+        _recycler.request_started(req.path)
 
 
 def worker_exit(server, worker) -> None:

@@ -1,5 +1,9 @@
 """The master's memory monitor: a thread that samples the container every second, logs, and guards.
 
+While a replacement overlaps the worker it replaces (`surge.py`), it also watches the
+container's usage every `overlap.WATCH_INTERVAL_S` and acts before the critical level
+(`overlap.OverlapWatch`).
+
 The decisions are in `recycle.py`; this module measures, logs and signals. A worker's side,
 the recycler, is `recycler.py`.
 """
@@ -11,15 +15,16 @@ import signal
 import threading
 import time
 
+from fitflix.memory.cgroup import read_working_set
 from fitflix.memory.container import MIB, format_mb
-from fitflix.memory.report import MemoryProbe
+from fitflix.memory.report import MemoryProbe, cgroup_limit_in_force
+from fitflix.serving.overlap import HOLD, RELEASE, RETIRE_NOW, WATCH_INTERVAL_S, OverlapWatch, forecast, rate_between
 from fitflix.serving.recycle import (
     EFFECTIVE,
     FUTILE,
     GuardPolicy,
     MonitorLogPolicy,
     memory_status,
-    surge_fits,
     threshold_bytes,
 )
 from fitflix.serving.recycler import CLEANUP_SIGNAL
@@ -53,16 +58,32 @@ class MemoryMonitor(threading.Thread):
         self.stopping = threading.Event()
         self.guard_policy = GuardPolicy()
         self.guard_pid = 0
+        self.surge = None  # fitflix.serving.surge.Surge, set by when_ready: the overlap's phases
+        self.overlap: OverlapWatch | None = None
+        self._wake = threading.Event()
+        self._last_used: tuple[float, int] | None = None  # (monotonic, judged usage) of the last look
 
     def run(self) -> None:
-        while not self.stopping.wait(1.0):
+        next_tick = time.monotonic() + 1.0
+        while not self.stopping.is_set():
+            wait_s = WATCH_INTERVAL_S if self.overlap is not None else next_tick - time.monotonic()
+            if wait_s > 0 and self._wake.wait(wait_s):
+                self._wake.clear()
+            if self.stopping.is_set():
+                return
+            now = time.monotonic()
             try:
-                self.tick()
+                if self.overlap is not None:
+                    self.watch_overlap(now)
+                if now >= next_tick:
+                    next_tick = now + 1.0
+                    self.tick()
             except Exception:  # the monitor must outlive any one bad sample
                 self.server.log.exception("Memory monitor sample failed")
 
     def stop(self) -> None:
         self.stopping.set()
+        self._wake.set()
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -70,6 +91,7 @@ class MemoryMonitor(threading.Thread):
             rss, _data = self.own_reader.read()
             self.shared.publish_master_memory(rss, self.own_reader.is_peak)
         report = self.probe.report("master", self.master_pid)
+        self._last_used = (now, report.used_bytes)
         status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
         log_usage, log_alert = self.policy.step(now, status)
         worker_uss = {
@@ -101,16 +123,86 @@ class MemoryMonitor(threading.Thread):
         else:
             self.guard_policy.calm()
 
-    def room_for_one_more(self) -> tuple[bool, str]:
-        """Master's loop, when a worker asks to be replaced first: does one more fresh worker fit now?"""
-        report = self.probe.report("master", self.master_pid)
-        _warn, critical_bytes = threshold_bytes(report.limit_bytes, self.plan)
+    def used_now(self) -> tuple[int, bool]:
+        """(the judged usage read now, whether the overlap can be watched on the cgroup's cheap figure).
+
+        Never the report's cached figure: under a fast leak a second-old figure is 180 MB low. Where the
+        cgroup's own limit is the service's, its working set (a few small reads); elsewhere the service's
+        PSS, read in full (the limit there is the service's own, not where the kernel's OOM killer acts).
+        """
+        limit_bytes = self.plan.limit_mb * MIB
+        memory = self.probe.container_memory()
+        if memory.working_set_bytes is not None and cgroup_limit_in_force(limit_bytes, memory):
+            return memory.working_set_bytes, True
+        self.probe.forget()
+        return self.probe.report("master", self.master_pid).used_bytes, False
+
+    def room_for_one_more(self, old_pid: int, boot_s: float, handover_s: float) -> tuple[bool, str]:
+        """Master's loop, when worker `old_pid` asks to be replaced first: does the whole overlap fit now?"""
+        now = time.monotonic()
+        used_bytes, watchable = self.used_now()
+        _warn, critical_bytes = threshold_bytes(self.plan.limit_mb * MIB, self.plan)
+        rate_bytes_per_s, per_request_bytes = self.shared.surge_growth() if self.shared is not None else (0, 0)
+        container_rate = rate_between(self._last_used, (now, used_bytes))
+        rate = max(rate_bytes_per_s, container_rate or 0.0)
         # Not the smallest worker seen: the first sample may come after a leak began (92 MB seen so).
         fresh_bytes = FRESH_WORKER_ALLOWANCE_MB * MIB
-        fits = surge_fits(report.used_bytes, fresh_bytes, critical_bytes)
-        return fits, (
-            f"{format_mb(report.used_bytes)}MB used + {format_mb(fresh_bytes)}MB for a fresh worker "
-            f"{'within' if fits else 'past'} the critical level of {format_mb(critical_bytes)}MB"
+        outlook = forecast(
+            used_bytes, rate, per_request_bytes, self.plan.threads, fresh_bytes, boot_s, handover_s, critical_bytes
+        )
+        if outlook.fits and watchable:
+            self.overlap = OverlapWatch(
+                old_pid, critical_bytes, fresh_bytes, rate, per_request_bytes, self.plan.threads
+            )
+            self._wake.set()
+        return outlook.fits, outlook.text()
+
+    def watch_overlap(self, now: float) -> None:
+        """Every WATCH_INTERVAL_S while a replacement overlaps the old worker: act before the critical level."""
+        watch = self.overlap
+        current = self.surge.current if self.surge is not None else None
+        if current is None or current.old_pid != watch.old_pid:
+            self.end_overlap(watch)
+            return
+        used_bytes = read_working_set(self.probe.cgroup)
+        if used_bytes is None:
+            return
+        action = watch.step(now, used_bytes, booting=current.replacement_pid is None, retiring=current.retiring)
+        if self.shared is not None:
+            self.shared.set_overlap(watch.room_bytes(used_bytes), watch.rate_bytes_per_s)
+        if action == RETIRE_NOW and self.surge.retire_early(watch.old_pid):
+            self.server.log.warning(
+                "Overlap: %sMB used, near the critical level of %sMB, while worker %s's replacement boots: "
+                "retiring worker %s now (it finishes what it has; new requests wait for the replacement)",
+                format_mb(used_bytes),
+                format_mb(watch.critical_bytes),
+                watch.old_pid,
+                watch.old_pid,
+            )
+        elif action == HOLD and self.shared is not None:
+            self.shared.set_hold_for(watch.old_pid)
+            self.server.log.warning(
+                "Overlap: %sMB used, near the critical level of %sMB, while worker %s drains: the other workers "
+                "hold new requests until it is gone",
+                format_mb(used_bytes),
+                format_mb(watch.critical_bytes),
+                watch.old_pid,
+            )
+        elif action == RELEASE and self.shared is not None:
+            self.shared.set_hold_for(0)
+            self.server.log.info("Overlap: %sMB used; the workers take requests again", format_mb(used_bytes))
+
+    def end_overlap(self, watch: OverlapWatch) -> None:
+        """The old worker is gone (or the replacement was abandoned): nothing holds any more."""
+        self.overlap = None
+        if watch.holding and self.shared is not None:
+            self.shared.set_hold_for(0)
+            self.server.log.info("Overlap: worker %s is gone; the workers take requests again", watch.old_pid)
+        self.server.log.debug(
+            "Overlap of worker %s over: peak %sMB, critical level %sMB",
+            watch.old_pid,
+            format_mb(watch.peak_bytes),
+            format_mb(watch.critical_bytes),
         )
 
     def guard(self, used_bytes: int, critical_bytes: int, worker_uss: dict[int, int], now: float, summary: str) -> None:

@@ -205,11 +205,6 @@ def memory_verdict(
     return verdict
 
 
-def surge_fits(used_bytes: int | None, fresh_worker_bytes: int, critical_bytes: int) -> bool:
-    """One more fresh worker fits under the critical level beside the one it replaces (unknown usage: no)."""
-    return used_bytes is not None and used_bytes + fresh_worker_bytes <= critical_bytes
-
-
 def hung_requests(started_at: dict[int, float], now: float, timeout_s: float) -> set[int]:
     """The threads whose request has been in flight longer than `timeout_s`."""
     return {thread for thread, started in started_at.items() if now - started > timeout_s}

@@ -20,10 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fitflix.memory.container import MIB, format_mb
-from fitflix.memory.growth import ARM_FRACTION, GrowthWatch
+from fitflix.memory.growth import ARM_FRACTION, DEFAULT_REPORT_TIME_LIMIT_S, GrowthWatch
 from fitflix.memory.heap import malloc_trim
+from fitflix.memory.process import pid_alive
 from fitflix.memory.reader import read_process_memory, self_memory_reader
 from fitflix.serving import backstop
+from fitflix.serving.logs import PROBE_PATHS
+from fitflix.serving.overlap import rate_between
 from fitflix.serving.recycle import (
     MEMORY_RULES,
     RECYCLE,
@@ -61,6 +64,24 @@ REPORT_MAX_TRACE_BYTES = 8 * MIB
 # A worker that asked to be replaced first and heard nothing in this long leaves on its own
 # (the master gives a replacement BOOT_TIMEOUT_S to boot, then retires the old worker anyway).
 SURGE_WAIT_S = BOOT_TIMEOUT_S + 10.0
+
+# A worker's growth rate, as it tells the master when it asks to be replaced: the faster of its whole
+# life's and the last window's (a leak that began late, or sped up, shows there first).
+RATE_WINDOW_S = 1.0
+
+# The report of what grew runs after the worker's last answer, while its memory is still held.
+# - Replaced first, the replacement grows meanwhile: the report takes at most this share of the time
+#   the room below the critical level lasts at the rate the master sees, and none below the least.
+# - Retired first in a one-worker service, nothing serves until it exits: this long at most.
+# The snapshot's cost grows with tracemalloc's tables: about 20 MB of them a second (8 MiB, 0.39 s).
+REPORT_TIME_SHARE = 0.5
+MIN_REPORT_S = 0.05
+RETIRED_FIRST_REPORT_S = 0.25
+SNAPSHOT_TRACE_BYTES_PER_S = 20 * MIB
+
+# While the master's overlap watch holds the workers, a new request waits in pre_request, looking
+# this often, and at most half the request timeout (then it is served, and the watch says so).
+HOLD_POLL_S = 0.005
 
 
 def clean_up(_signum=None, _frame=None) -> None:
@@ -124,8 +145,12 @@ class WorkerRecycler:
             worker.max_requests = sys.maxsize
         self._unread = 0  # requests that may still pass before the next statm read
         self._rss_at_last_read = rss
+        self._rate_anchor = (self.started, rss)  # (monotonic, RSS) where the current rate window began
+        self._window_rate = 0.0  # bytes a second over the last whole window
+        self.held_s = 0.0  # time this worker's requests waited for the overlap watch
         self._in_flight: dict[int, float] = {}  # thread ident -> when its request started
         self._exit_lock = threading.Lock()
+        self._ask_lock = threading.Lock()
         self._exited = False
         self._stopping = threading.Event()
         # Started before the data limit is measured, so its stack is already counted in it.
@@ -203,9 +228,48 @@ class WorkerRecycler:
         self.last_uss = (now, uss, rss)
         return uss
 
-    def request_started(self) -> None:
-        """pre_request, in the thread that will handle the request."""
+    def request_started(self, path: str = "") -> None:
+        """pre_request, in the thread that will handle the request: it waits while the overlap watch holds."""
+        shared = self.shared
+        if shared is not None and shared.hold_for() not in (0, self.pid) and path not in PROBE_PATHS:
+            self.hold()
         self._in_flight[threading.get_ident()] = time.monotonic()
+
+    def hold(self) -> None:
+        """Wait, before the app sees this request, until the worker the master holds for is gone (bounded).
+
+        The request is not refused and its connection stays open; the probes never wait (the service is
+        alive and ready, only busy for a moment). The wait is at most half the request timeout.
+        """
+        started = time.monotonic()
+        deadline = started + self.plan.timeout_s / 2
+        while True:
+            holder = self.shared.hold_for()
+            if holder in (0, self.pid) or not pid_alive(holder):
+                break
+            if time.monotonic() >= deadline:
+                self.worker.log.warning(
+                    "Worker %s: held a request %.1fs for worker %s's exit; serving it now",
+                    self.pid,
+                    time.monotonic() - started,
+                    holder,
+                )
+                break
+            self._stopping.wait(HOLD_POLL_S)
+        self.held_s += time.monotonic() - started
+
+    def growth_rate(self, now: float, rss: int, uss: int) -> tuple[float, float]:
+        """(bytes a second, bytes a request) this worker grew by: what the master forecasts a replacement by."""
+        grown = max(uss - self.boot_uss_bytes, 0)
+        lifetime_rate = grown / max(now - self.started, 1e-3)
+        window_rate = rate_between(self._rate_anchor, (now, rss)) or 0.0
+        return max(lifetime_rate, self._window_rate, window_rate), grown / max(self.worker.nr, 1)
+
+    def _note_growth(self, now: float, rss: int) -> None:
+        anchor_s, anchor_rss = self._rate_anchor
+        if now - anchor_s >= RATE_WINDOW_S:
+            self._window_rate = max(rss - anchor_rss, 0) / (now - anchor_s)
+            self._rate_anchor = (now, rss)
 
     def after_request(self) -> None:
         """post_request: the response is sent; decide whether this worker should leave."""
@@ -227,6 +291,7 @@ class WorkerRecycler:
             self._unread -= 1  # racy across threads by design: off by one either way is harmless
             return
         rss, data = self.read()
+        self._note_growth(time.monotonic(), rss)
         data = data or 0  # without a data-segment figure there is no data limit to compare it with
         if should_trim(rss, self._rss_at_last_read, self.plan.heap_trim_mb * MIB):
             malloc_trim()  # HEAP_TRIM_MB (memory-optimized): hand back what the heavy request freed
@@ -259,11 +324,17 @@ class WorkerRecycler:
 
     def ask_for_replacement(self, reason: str) -> None:
         """Keep serving; the master boots a replacement first and then sends SIGTERM (fitflix.serving.surge)."""
-        self.waiting = reason
-        if self.shared.request_surge(self.pid):
-            self.asked_at = time.monotonic()
-            wake_master(self.worker.ppid)
-            self.worker.log.debug("Worker %s (%s): asked for its replacement", self.pid, reason)
+        with self._ask_lock:  # two request threads may decide at once: ask once
+            if self.asked_at is not None:
+                return
+            self.waiting = reason
+            now = time.monotonic()
+            rss = self.figures[0] if self.figures is not None else self.read()[0]
+            rate, per_request = self.growth_rate(now, rss, self._uss_now(now, rss))
+            if self.shared.request_surge(self.pid, rate, per_request):
+                self.asked_at = time.monotonic()
+                wake_master(self.worker.ppid)
+                self.worker.log.debug("Worker %s (%s): asked for its replacement", self.pid, reason)
 
     def _waited_too_long(self, now: float) -> bool:
         return self.waiting is not None and self.asked_at is not None and now - self.asked_at > SURGE_WAIT_S
@@ -371,14 +442,55 @@ class WorkerRecycler:
             self.report_growth(uss)
         return reason
 
+    def report_budget(self, uss: int) -> tuple[float, int] | str:
+        """(seconds, bytes) the report of what grew may take now, or why it is skipped.
+
+        Its memory and time come out of the overlap when this worker was replaced first: the
+        master's watch publishes the room left below the critical level and the rate it is used at.
+        """
+        shared = self.shared
+        if shared is not None and shared.surge_old() == self.pid:
+            if shared.hold_for() == self.pid:
+                return "the other workers hold their requests until this worker is gone"
+            room, rate = shared.overlap()
+            if room <= 0 and rate <= 0:  # no watch ran (a limit of the service's own): as if retired first
+                return RETIRED_FIRST_REPORT_S, max(self.limits.hard_cap_bytes - uss, 0)
+            seconds = DEFAULT_REPORT_TIME_LIMIT_S
+            if rate > 0:
+                seconds = min(seconds, REPORT_TIME_SHARE * max(room, 0) / rate)
+            if seconds < MIN_REPORT_S or room <= 0:
+                return (
+                    f"its replacement serves and {format_mb(max(room, 0))}MB are left below the critical level "
+                    f"at {format_mb(rate)}MB/s"
+                )
+            return seconds, room
+        alone = self.plan.workers == 1
+        seconds = RETIRED_FIRST_REPORT_S if alone else DEFAULT_REPORT_TIME_LIMIT_S
+        return seconds, max(self.limits.hard_cap_bytes - uss, 0)
+
     def report_growth(self, uss: int) -> None:
         """After the last request of a worker recycled for memory: what grew, in the log and the shared state."""
-        room = max(self.limits.hard_cap_bytes - uss, 0)
+        started = time.monotonic()
+        try:
+            self._report_growth(uss)
+        finally:
+            if self.shared is not None:
+                self.shared.set_report_time(self.pid, time.monotonic() - started)
+
+    def _report_growth(self, uss: int) -> None:
+        budget = self.report_budget(uss)
+        if isinstance(budget, str):
+            self.worker.log.info("Worker %s: no report of what grew: %s", self.pid, budget)
+            return
+        seconds, room = budget
+        share = int(room * REPORT_ROOM_SHARE)
         try:
             report = self.growth.report(
                 self._read_uss() or uss,
                 "memory",
-                max_tracemalloc_bytes=min(int(room * REPORT_ROOM_SHARE), REPORT_MAX_TRACE_BYTES),
+                time_limit_s=seconds,
+                max_tracemalloc_bytes=min(share, REPORT_MAX_TRACE_BYTES, int(seconds * SNAPSHOT_TRACE_BYTES_PER_S)),
+                max_census_list_bytes=share,
             )
         except Exception:  # a report is a courtesy: the worker still leaves
             self.worker.log.exception("Worker %s: the report of what grew failed", self.pid)

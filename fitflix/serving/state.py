@@ -34,8 +34,26 @@ REASONS = ("memory", "max_requests", "backstop", "guard", "timeout")
 CUT_REASONS = ("slow_head", "silent", "idle_at_cap")
 # counts by reason, memory-recycling pid, guard target pid, requests of workers gone, planned workers,
 # connections cut by reason, draining (1 from the master's SIGTERM on), the master's own memory report,
-# the worker asking to be replaced first, the worker being replaced now, reports of what grew (written, in all)
-_HEADER = struct.Struct("<" + "Q" * len(REASONS) + "qqQq" + "Q" * len(CUT_REASONS) + "q" + "QQ" + "qq" + "Q")
+# the worker asking to be replaced first, the worker being replaced now, reports of what grew (written, in all),
+# how fast the asking worker grew (bytes a second, bytes a request), the worker the others hold for (the overlap
+# watch: `hold_for`), the last boot of a worker (microseconds), the room below the critical level and the
+# growth rate the master last saw while a replacement overlaps the old worker, and the last report of what
+# grew (the worker's pid, microseconds it took)
+_HEADER = struct.Struct(
+    "<"
+    + "Q" * len(REASONS)
+    + "qqQq"
+    + "Q" * len(CUT_REASONS)
+    + "q"
+    + "QQ"
+    + "qq"
+    + "Q"
+    + "QQ"
+    + "q"
+    + "Q"
+    + "qQ"
+    + "qQ"
+)
 _RECYCLING, _GUARD_TARGET, _RETIRED, _PLANNED = (len(REASONS) + offset for offset in range(4))
 _CUTS = _PLANNED + 1
 _DRAINING = _CUTS + len(CUT_REASONS)
@@ -43,6 +61,12 @@ _MASTER_MEMORY = _DRAINING + 1
 _SURGE_REQUEST = _MASTER_MEMORY + 2
 _SURGE_OLD = _SURGE_REQUEST + 1
 _GROWTH_WRITTEN = _SURGE_OLD + 1
+_SURGE_GROWTH = _GROWTH_WRITTEN + 1
+_HOLD_FOR = _SURGE_GROWTH + 2
+_LAST_BOOT_US = _HOLD_FOR + 1
+_OVERLAP = _LAST_BOOT_US + 1
+_LAST_REPORT = _OVERLAP + 2
+_HOLD_FOR_OFFSET = _HOLD_FOR * 8
 _DRAINING_OFFSET = _DRAINING * 8
 _SURGE_OLD_OFFSET = _SURGE_OLD * 8
 _PLANNED_OFFSET = _PLANNED * 8
@@ -203,14 +227,25 @@ class SharedState:
                 _SLOT.unpack_from(self._map, _slot_offset(index))[1] for index in range(WORKER_SLOTS)
             )
 
-    def request_surge(self, pid: int) -> bool:
-        """A worker asks to be replaced before it leaves; False while another live worker's request waits."""
+    def request_surge(self, pid: int, rate_bytes_per_s: float = 0.0, per_request_bytes: float = 0.0) -> bool:
+        """A worker asks to be replaced before it leaves, saying how fast it grew (the replacement will
+        take its load, and grow as fast); False while another live worker's request waits."""
         with self._locked() as fields:
             holder = fields[_SURGE_REQUEST]
             if holder not in (0, pid) and pid_alive(holder):
                 return False
             fields[_SURGE_REQUEST] = pid
+            fields[_SURGE_GROWTH : _SURGE_GROWTH + 2] = [
+                _count(rate_bytes_per_s),
+                _count(per_request_bytes),
+            ]
             return True
+
+    def surge_growth(self) -> tuple[int, int]:
+        """(bytes a second, bytes a request) the asking worker grew by, as it said with its request."""
+        with self._locked() as fields:
+            rate, per_request = fields[_SURGE_GROWTH : _SURGE_GROWTH + 2]
+            return rate, per_request
 
     def surge_request(self) -> int:
         with self._locked() as fields:
@@ -229,6 +264,46 @@ class SharedState:
     def surge_old(self) -> int:
         """The worker being replaced now, 0 for none (no lock: read once by each booting worker)."""
         return _PLANNED_FIELD.unpack_from(self._map, _SURGE_OLD_OFFSET)[0]
+
+    def set_hold_for(self, pid: int) -> None:
+        """The master's overlap watch: every worker but `pid` holds new requests until it is gone (0: none)."""
+        with self._locked() as fields:
+            fields[_HOLD_FOR] = pid
+
+    def hold_for(self) -> int:
+        """The worker the others hold for, 0 for none (no lock: read before every request; one aligned load)."""
+        return _PLANNED_FIELD.unpack_from(self._map, _HOLD_FOR_OFFSET)[0]
+
+    def set_last_boot(self, boot_s: float) -> None:
+        """A worker, booted: how long from its fork to ready (what the master expects of a replacement)."""
+        with self._locked() as fields:
+            fields[_LAST_BOOT_US] = _count(boot_s * 1e6)
+
+    def last_boot_s(self) -> float | None:
+        with self._locked() as fields:
+            return fields[_LAST_BOOT_US] / 1e6 if fields[_LAST_BOOT_US] else None
+
+    def set_overlap(self, room_bytes: int, rate_bytes_per_s: float) -> None:
+        """The master, while a replacement overlaps the old worker: room below the critical level, and growth."""
+        with self._locked() as fields:
+            fields[_OVERLAP : _OVERLAP + 2] = [int(room_bytes), _count(rate_bytes_per_s)]
+
+    def overlap(self) -> tuple[int, int]:
+        """(room below the critical level, bytes a second) as the master last saw them during an overlap."""
+        with self._locked() as fields:
+            room, rate = fields[_OVERLAP : _OVERLAP + 2]
+            return room, rate
+
+    def set_report_time(self, pid: int, seconds: float) -> None:
+        """A worker on its way out: how long its report of what grew took (the master leaves it out of handovers)."""
+        with self._locked() as fields:
+            fields[_LAST_REPORT : _LAST_REPORT + 2] = [pid, _count(seconds * 1e6)]
+
+    def report_time_s(self, pid: int) -> float:
+        """How long `pid`'s report of what grew took; 0 when it made none (or another worker's came after)."""
+        with self._locked() as fields:
+            holder, micros = fields[_LAST_REPORT : _LAST_REPORT + 2]
+            return micros / 1e6 if holder == pid else 0.0
 
     def add_growth_report(self, report_json: bytes) -> None:
         """Keep one report of what grew (cut to its slot); the oldest of the last GROWTH_SLOTS goes."""
@@ -253,7 +328,7 @@ class SharedState:
     def release(self, pid: int) -> None:
         """The master reaped `pid`: free its slots and keep its request count."""
         with self._locked() as fields:
-            for slot in (_RECYCLING, _GUARD_TARGET, _SURGE_REQUEST):
+            for slot in (_RECYCLING, _GUARD_TARGET, _SURGE_REQUEST, _HOLD_FOR):
                 if fields[slot] == pid:
                     fields[slot] = 0
             for index in range(WORKER_SLOTS):
@@ -261,6 +336,11 @@ class SharedState:
                 if holder == pid:
                     fields[_RETIRED] += served
                     _SLOT.pack_into(self._map, _slot_offset(index), 0, 0, 0, 0)
+
+
+def _count(value: float) -> int:
+    """A figure for an unsigned field: whole, and never below 0 or above what the field holds."""
+    return min(max(int(value), 0), 2**63 - 1)
 
 
 @dataclass
@@ -273,6 +353,7 @@ class Runtime:
     plan: object | None = None  # fitflix.serving.sizing.Plan once gunicorn.conf.py made one
     shared: SharedState | None = None
     worker: object | None = None  # the gunicorn worker object, in a worker
+    forked_monotonic: float | None = None  # in a worker: when it was forked (its boot's length is measured from it)
 
 
 RUNTIME = Runtime()

@@ -7,13 +7,17 @@ the replacement first, and TTIN then TTOU would retire the oldest worker, not
 the one that must go. So, in the master:
 
 1. a worker that must leave (memory past its threshold, or max_requests) asks
-   for it in the shared state and wakes the master's loop with a SIGCHLD (the
-   arbiter's loop wakes and reaps on it, and finds nothing to reap); it keeps
-   serving meanwhile;
-2. the master, when one more fresh worker fits under the critical level with
-   the one that must go still in memory, raises `num_workers` by one and
+   for it in the shared state, saying how fast it grew, and wakes the master's
+   loop with a SIGCHLD (the arbiter's loop wakes and reaps on it, and finds
+   nothing to reap); it keeps serving meanwhile;
+2. the master, when the whole overlap fits under the critical level (the
+   forecast of `overlap.py`: the old worker's growth while the replacement
+   boots, the replacement's while the old one drains and exits, from the
+   boots and handovers measured here), raises `num_workers` by one and
    spawns a worker; otherwise it sends the old worker SIGTERM at once
-   (gunicorn's graceful stop for one worker: today's path);
+   (gunicorn's graceful stop for one worker: today's path). The memory
+   monitor then watches the overlap and may retire the old worker early
+   (`retire_early`) or hold the other workers' new requests;
 3. the new worker, once its app is loaded and it claimed its shared slot
    (`post_worker_init`), wakes the master again; the master sends the old
    worker SIGTERM: it stops accepting and finishes what it has, while the new
@@ -34,10 +38,12 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fitflix.serving.overlap import BOOT_CONTENTION, DEFAULT_HANDOVER_S, MIN_BOOT_S, TIMINGS_KEPT, expected_s
 from fitflix.serving.state import SharedState
 
 # The signal a worker wakes the master's loop with: the arbiter queues it, reaps (nothing) and goes
@@ -55,6 +61,9 @@ class Replacement:
     started: float
     newest_age_before: int  # the arbiter's worker_age before the spawn: a newer worker is the replacement
     retiring: bool = False
+    retired_at: float | None = None
+    replacement_pid: int | None = None  # once it serves
+    early: bool = False  # the memory monitor retired the old worker before its replacement served
 
 
 class Surge:
@@ -64,12 +73,15 @@ class Surge:
         self,
         server,
         shared: SharedState,
-        room: Callable[[], tuple[bool, str]],
+        room: Callable[[int, float, float], tuple[bool, str]],
         planned_workers: Callable[[], int],
         clock: Callable[[], float] = time.monotonic,
         send: Callable[[int, int], None] | None = None,
     ) -> None:
-        """`room()` says whether one more fresh worker fits now, and why (for the log); `send(pid, signal)`."""
+        """`room(pid, boot_s, handover_s)` says whether replacing `pid` fits now, and why (for the log).
+
+        `send(pid, signal)`.
+        """
         self.send = send or _signal
         self.server = server
         self.shared = shared
@@ -80,6 +92,10 @@ class Surge:
         self.own_change = False  # set while the surge itself moves num_workers
         self.reloading = False
         self.replaced = 0  # replacements that booted before their old worker left
+        self.boots_s: list[tuple[float, float]] = []  # (when, spawn to serving) of each replacement
+        self.handovers_s: list[tuple[float, float]] = []  # (when, SIGTERM to reaped less its report) of each old one
+        # The memory monitor's thread retires early (`retire_early`) while the arbiter's loop steps.
+        self._lock = threading.Lock()
 
     def install(self) -> None:
         """Master, in when_ready: step before every manage_workers, abandon on SIGHUP."""
@@ -110,11 +126,15 @@ class Surge:
     def step(self) -> None:
         if self.reloading:
             return
+        with self._lock:
+            self._step()
+
+    def _step(self) -> None:
         current = self.current
         if current is None:
             self._take_request()
             return
-        if current.retiring:
+        if current.replacement_pid is not None and current.retiring:
             return  # child_exit ends it
         if current.old_pid not in self.server.WORKERS:  # it left on its own (hard cap, crash, TTOU)
             self._end(current.old_pid)
@@ -129,14 +149,49 @@ class Surge:
             None,
         )
         if replacement is not None:
+            current.replacement_pid = replacement
+            self._measured(self.boots_s, self.clock() - current.started)
+            if current.retiring:  # retired early by the memory monitor: not replaced first
+                self.server.log.info("Worker %s serves; worker %s was retired before it", replacement, current.old_pid)
+                return
             self.replaced += 1
             self.server.log.info("Worker %s serves; retiring worker %s", replacement, current.old_pid)
             self._retire(current)
-        elif self.clock() - current.started > BOOT_TIMEOUT_S:
+        elif not current.retiring and self.clock() - current.started > BOOT_TIMEOUT_S:
             self.server.log.warning(
                 "No replacement booted in %.0f s; retiring worker %s anyway", BOOT_TIMEOUT_S, current.old_pid
             )
             self._retire(current)
+
+    def retire_early(self, old_pid: int) -> bool:
+        """The memory monitor's thread: retire `old_pid` now, before its replacement serves; False when too late."""
+        with self._lock:
+            current = self.current
+            if current is None or current.old_pid != old_pid or current.retiring:
+                return False
+            current.early = True
+            self._retire(current)
+            return True
+
+    def expected_boot_s(self) -> float:
+        """What the next replacement's boot will take: the slowest of the last measured, or the last boot
+        a worker published (times BOOT_CONTENTION) before any replacement was measured."""
+        published = self.shared.last_boot_s()
+        default_s = max(MIN_BOOT_S, (published or MIN_BOOT_S) * BOOT_CONTENTION)
+        return expected_s(self.boots_s, self.clock(), default_s)
+
+    def expected_handover_s(self) -> float:
+        """What the next old worker's drain and exit will take: the slowest of the last measured.
+
+        Only replacements measure it (a worker retired first drains with nothing beside it, another
+        matter); a measurement expires after TIMINGS_TTL_S, so one slow handover (a slow request in
+        the old worker) keeps replace-first off for a while, not for good.
+        """
+        return expected_s(self.handovers_s, self.clock(), DEFAULT_HANDOVER_S)
+
+    def _measured(self, timings: list[tuple[float, float]], seconds: float) -> None:
+        timings.append((self.clock(), max(seconds, 0.0)))
+        del timings[:-TIMINGS_KEPT]
 
     def _take_request(self) -> None:
         pid = self.shared.surge_request()
@@ -145,7 +200,7 @@ class Surge:
         if pid not in self.server.WORKERS:
             self.shared.clear_surge_request(pid)
             return
-        fits, why = self.room()
+        fits, why = self.room(pid, self.expected_boot_s(), self.expected_handover_s())
         if not fits:
             self.shared.clear_surge_request(pid)
             self.server.log.info("Retiring worker %s without a replacement first: %s", pid, why)
@@ -160,12 +215,19 @@ class Surge:
 
     def _retire(self, current: Replacement) -> None:
         current.retiring = True
+        current.retired_at = self.clock()
         self.send(current.old_pid, signal.SIGTERM)  # gunicorn's graceful stop: it finishes what it has
 
     def on_child_exit(self, pid: int) -> None:
         """Master, from child_exit (before the arbiter's manage_workers): the old worker is gone."""
-        if self.current is not None and self.current.old_pid == pid:
-            self._end(pid)
+        with self._lock:
+            current = self.current
+            if current is not None and current.old_pid == pid:
+                if current.retired_at is not None and not current.early:
+                    # Without its report of what grew: the report's own budget is the room the handover leaves.
+                    report_s = self.shared.report_time_s(pid)
+                    self._measured(self.handovers_s, self.clock() - current.retired_at - report_s)
+                self._end(pid)
 
     def _end(self, pid: int) -> None:
         self.current = None
@@ -176,6 +238,10 @@ class Surge:
 
     def abandon(self) -> None:
         """SIGHUP: the reload replaces every worker, the old one with them; the count is the new plan's."""
+        with self._lock:
+            self._abandon()
+
+    def _abandon(self) -> None:
         if self.current is not None:
             self.server.log.info("SIGHUP: the replacement of worker %s is left to the reload", self.current.old_pid)
             old = self.current.old_pid

@@ -3,6 +3,8 @@
 GET /leak?mb=N keeps N MiB (touched, so resident) for the life of the worker
 (and with &ms=M takes M ms more, so a test can leak at a pace);
 GET /native?mb=N does the same with C's malloc, which no Python figure sees;
+GET /objects?n=N keeps N small dicts (about 1 MB per 3,000: the shape pymalloc never hands back
+before the process exits); GET /thread_cache?n=N keeps them in a cache of the serving thread's own;
 GET /spike?mb=N allocates N MiB at once and drops it; GET /sleep?ms=N waits;
 GET /health (and /pid) answers 200 so the live-server fixture can see it is up. Every
 answer says which pid gave it, what it keeps and how many sleeps are in flight.
@@ -20,6 +22,8 @@ from urllib.parse import parse_qs
 MIB = 1024 * 1024
 _kept: list[bytearray] = []
 _native_kept: list[int] = []
+_objects_kept: list[list[dict]] = []
+_per_thread = threading.local()
 _libc = ctypes.CDLL(None)
 _libc.malloc.restype = ctypes.c_void_p
 _libc.malloc.argtypes = [ctypes.c_size_t]
@@ -37,6 +41,11 @@ def _touched(megabytes: int) -> bytearray:
     block = bytearray(megabytes * MIB)  # the leak's line: a report of what grew names it
     block[::4096] = b"x" * (len(block) // 4096)  # one write per page: resident, not just reserved
     return block
+
+
+def _workouts(count: int) -> list[dict]:
+    """Small objects, as an app's cache of rows would keep them: about 330 bytes each."""
+    return [{"id": i, "title": f"workout {i}", "tags": ["hiit", "core"]} for i in range(count)]
 
 
 def leak_site() -> str:
@@ -58,6 +67,15 @@ def app(environ, start_response):
         address = _libc.malloc(size)
         _libc.memset(address, 1, size)  # touched: resident, and private to this worker
         _native_kept.append(address)
+        time.sleep(_number(environ, "ms", 0) / 1000)
+    elif path == "/objects":
+        _objects_kept.append(_workouts(_number(environ, "n", 3000)))
+        time.sleep(_number(environ, "ms", 0) / 1000)
+    elif path == "/thread_cache":
+        cache = getattr(_per_thread, "cache", None)
+        if cache is None:
+            cache = _per_thread.cache = []
+        cache.append(_workouts(_number(environ, "n", 3000)))
         time.sleep(_number(environ, "ms", 0) / 1000)
     elif path == "/spike":
         block = _touched(_number(environ, "mb", 700))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from harness.apps import leaky
 from wsgi import app as service
 
-LEAKY_PATHS = frozenset({"/leak", "/native", "/spike", "/sleep", "/pid"})
+LEAKY_PATHS = frozenset({"/leak", "/native", "/objects", "/thread_cache", "/spike", "/sleep", "/pid"})
 
 
 def app(environ, start_response):

@@ -13,6 +13,7 @@ from fitflix.serving.recycle import GUARD_COOLDOWN_S
 from fitflix.serving.recycler import CLEANUP_SIGNAL
 from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import SharedState
+from fitflix.serving.surge import Replacement
 from fitflix.settings import Settings
 from tests.fakes import MIB, container, make_cgroup_v1, make_proc, smaps_rollup_text
 
@@ -158,3 +159,78 @@ def test_a_recycle_that_gives_memory_back_keeps_the_guard_at_its_cooldown(tmp_pa
     assert sigterms(sent) == [5002, 5001]
     assert monitor.guard_policy.pause_s == GUARD_COOLDOWN_S
     assert not [message for level, message in monitor.server.log.lines if "held outside" in message]
+
+
+def charge(tmp_path, usage_mb: float) -> None:
+    """The fake cgroup's usage now (what the kernel would charge it)."""
+    make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=int(usage_mb * MIB), inactive_file=0)
+
+
+class FakeSurge:
+    """The surge as the monitor sees it: the replacement under way, and retire_early."""
+
+    def __init__(self, old_pid: int) -> None:
+        self.current = Replacement(old_pid, 0.0, 0)
+        self.retired_early: list[int] = []
+
+    def retire_early(self, pid: int) -> bool:
+        self.retired_early.append(pid)
+        self.current.retiring = True
+        return True
+
+
+def test_the_admission_reads_usage_now_not_the_ticks_cached_report(tmp_path):
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.probe.cache_s = 60.0
+    monitor.tick()  # the 1 s tick caches its report...
+    charge(tmp_path, 380)  # ...and under a fast leak a second later usage is 280 MB higher
+    _fits, why = monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.15)
+    assert why.startswith("380.0MB used")
+
+
+def test_the_admission_counts_the_containers_growth_when_it_is_faster_than_the_old_workers(tmp_path, monkeypatch):
+    monitor = monitor_on(tmp_path, usage_mb=380)
+    monitor.shared.request_surge(5002, rate_bytes_per_s=1 * MIB, per_request_bytes=0)
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: 1000.0)
+    monitor._last_used = (999.0, 100 * MIB)  # the last tick, a second ago: 280 MB a second since
+    fits, why = monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.3)
+    assert not fits and "of growth at 280.0MB/s" in why
+    assert monitor.overlap is None
+
+
+def test_a_forecast_that_fits_starts_the_watch_and_one_that_does_not_never_does(tmp_path):
+    monitor = monitor_on(tmp_path, usage_mb=300)
+    monitor.shared.request_surge(5002, rate_bytes_per_s=50 * MIB, per_request_bytes=MIB)
+    fits, why = monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.15)
+    assert fits and "of growth at 50.0MB/s" in why and "within the critical level" in why
+    assert monitor.overlap is not None and monitor.overlap.old_pid == 5002
+    monitor.overlap = None
+    monitor.shared.request_surge(5002, rate_bytes_per_s=2000 * MIB, per_request_bytes=MIB)
+    fits, why = monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.15)
+    assert not fits and "past the critical level" in why and monitor.overlap is None
+
+
+def test_the_watch_retires_a_still_serving_old_worker_and_holds_the_others_once_it_drains(tmp_path):
+    monitor = monitor_on(tmp_path, usage_mb=300)
+    monitor.shared.request_surge(5002, rate_bytes_per_s=10 * MIB, per_request_bytes=MIB)
+    assert monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.15)[0]
+    surge = monitor.surge = FakeSurge(5002)
+    level_mb = monitor.overlap.level_bytes() / MIB
+    monitor.watch_overlap(0.0)
+    assert surge.retired_early == [] and monitor.shared.hold_for() == 0
+    charge(tmp_path, level_mb)  # near the critical level while the replacement still boots
+    monitor.watch_overlap(0.02)
+    assert surge.retired_early == [5002]
+    surge.current.replacement_pid = 5009  # it serves; the old worker drains
+    charge(tmp_path, level_mb + 1)
+    monitor.watch_overlap(0.04)
+    assert monitor.shared.hold_for() == 5002
+    room, rate = monitor.shared.overlap()
+    assert room == monitor.overlap.critical_bytes - int((level_mb + 1) * MIB) and rate >= 10 * MIB
+    surge.current = None  # the old worker is reaped
+    monitor.watch_overlap(0.06)
+    assert monitor.shared.hold_for() == 0 and monitor.overlap is None
+    lines = [line for _level, line in monitor.server.log.lines]
+    assert any("retiring worker 5002 now" in line for line in lines)
+    assert any("hold new requests until it is gone" in line for line in lines)
+    assert any("worker 5002 is gone; the workers take requests again" in line for line in lines)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from fitflix.memory.container import MIB
+from fitflix.serving.overlap import BOOT_CONTENTION, DEFAULT_HANDOVER_S, TIMINGS_TTL_S
 from fitflix.serving.state import SharedState
 from fitflix.serving.surge import BOOT_TIMEOUT_S, Surge
 
@@ -105,10 +107,16 @@ def setup(workers: int = 1, fits: bool = True, planned: list[int] | None = None)
         arbiter.boot(pid)
     plan_workers = planned if planned is not None else [workers]
     clock = Clock()
+
+    def room(pid: int, boot_s: float, handover_s: float) -> tuple[bool, str]:
+        arbiter.room_asked.append((pid, boot_s, handover_s))
+        return fits, "room" if fits else "no room"
+
+    arbiter.room_asked = []
     surge = Surge(
         arbiter,
         shared,
-        lambda: (fits, "room" if fits else "no room"),
+        room,
         lambda: plan_workers[0],
         clock=clock,
         send=lambda pid, signum: arbiter.sent.append((pid, signum)),
@@ -241,3 +249,54 @@ def test_one_request_at_a_time(other_first):
     assert shared.request_surge(second) is False
     shared.clear_surge_request(first)
     assert shared.request_surge(second)
+
+
+def test_boots_and_handovers_are_timed_and_forecast_the_next_replacement():
+    arbiter, shared, surge, clock = setup(workers=1)
+    shared.set_last_boot(0.04)  # the first worker's own boot, fork to ready
+    assert surge.expected_boot_s() == pytest.approx(0.04 * BOOT_CONTENTION)
+    assert surge.expected_handover_s() == DEFAULT_HANDOVER_S
+    shared.request_surge(OLD, rate_bytes_per_s=100 * MIB, per_request_bytes=MIB)
+    arbiter.manage_workers()
+    assert arbiter.room_asked == [(OLD, pytest.approx(0.08), DEFAULT_HANDOVER_S)]
+    replacement = newest(arbiter)
+    clock.now += 0.5
+    arbiter.boot(replacement)
+    arbiter.manage_workers()
+    clock.now += 1.25
+    shared.set_report_time(OLD, 0.25)  # its report of what grew: left out of the handover
+    arbiter.reap(OLD)
+    assert surge.expected_boot_s() == pytest.approx(0.5)
+    assert surge.expected_handover_s() == pytest.approx(1.0)
+    # A minute later the slow handover no longer counts.
+    clock.now += TIMINGS_TTL_S + 1
+    assert surge.expected_handover_s() == DEFAULT_HANDOVER_S
+
+
+def test_the_monitor_can_retire_the_old_worker_before_its_replacement_serves():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    assert surge.retire_early(OLD)
+    assert arbiter.sent == [(OLD, signal.SIGTERM)]
+    assert not surge.retire_early(OLD)  # once
+    replacement = newest(arbiter)
+    arbiter.boot(replacement)
+    arbiter.manage_workers()  # it serves: nothing more is sent, and it was not a replacement first
+    assert arbiter.sent == [(OLD, signal.SIGTERM)] and surge.replaced == 0
+    assert surge.current.replacement_pid == replacement
+    arbiter.reap(OLD)
+    assert arbiter.num_workers == 1 and surge.current is None
+    assert surge.expected_handover_s() == DEFAULT_HANDOVER_S  # an early retirement is not a handover
+
+
+def test_retire_early_is_refused_for_another_worker_or_after_the_handover():
+    arbiter, shared, surge, _clock = setup(workers=1)
+    assert not surge.retire_early(OLD)  # no replacement under way
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    assert not surge.retire_early(OLD + 1)
+    arbiter.boot(newest(arbiter))
+    arbiter.manage_workers()  # retired by the surge itself
+    assert not surge.retire_early(OLD)
+    assert arbiter.sent == [(OLD, signal.SIGTERM)]

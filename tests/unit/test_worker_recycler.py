@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from fitflix.memory.container import MIB
+from fitflix.memory.growth import DEFAULT_REPORT_TIME_LIMIT_S
 from fitflix.memory.reader import Fallbacks
 from fitflix.memory.report import measure_container
 from fitflix.serving import backstop
@@ -33,7 +34,14 @@ from fitflix.serving.recycle import (
     WorkerLimits,
     memory_verdict,
 )
-from fitflix.serving.recycler import SURGE_WAIT_S, USS_READ_INTERVAL_S, WorkerRecycler
+from fitflix.serving.recycler import (
+    HOLD_POLL_S,
+    REPORT_TIME_SHARE,
+    RETIRED_FIRST_REPORT_S,
+    SURGE_WAIT_S,
+    USS_READ_INTERVAL_S,
+    WorkerRecycler,
+)
 from fitflix.serving.sizing import MIN_WORKER_LIFETIME_S, make_plan
 from fitflix.serving.state import SharedState
 from fitflix.settings import Settings
@@ -496,3 +504,109 @@ def test_a_worker_on_its_peak_recycles_for_memory_with_no_backstop_and_publishes
         for thread in threading.enumerate():
             if thread.name == "fitflix-request-timeout":
                 thread.join(timeout=5)
+
+
+# --- replace, then retire: what it tells the master, the hold, its report's budget ---------------
+
+
+def test_its_request_says_how_fast_it_grew_the_faster_of_its_life_and_its_last_window(recyclers):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    near = recycler.limits.threshold_bytes - 12 * MIB  # close enough that every request is read
+    recyclers.clock.advance(1000.0)  # a long, quiet life: 1000 s to get near its threshold
+    for _ in range(4):
+        recyclers.memory.set(near)
+        serve(recycler)
+        recyclers.clock.advance(1.0)
+    recyclers.memory.set(near + 22 * MIB)  # then 22 MB in one second: past its threshold
+    serve(recycler)
+    assert recycler.waiting == "memory"
+    rate, per_request = shared.surge_growth()
+    lifetime_rate = (near + 22 * MIB - BOOT_USS) / 1004.0
+    assert lifetime_rate < 1 * MIB and rate == pytest.approx(22 * MIB, rel=0.01)
+    assert per_request == (near + 22 * MIB - BOOT_USS) // 5
+
+
+def test_while_the_master_holds_for_another_worker_a_new_request_waits_until_it_is_gone(recyclers, monkeypatch):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    shared.set_hold_for(os.getppid())  # a live process: the worker being replaced
+    looks = []
+
+    def wait(seconds):  # each look, the master's watch lets go after the third
+        looks.append(seconds)
+        recyclers.clock.advance(seconds)
+        if len(looks) == 3:
+            shared.set_hold_for(0)
+        return False
+
+    monkeypatch.setattr(recycler._stopping, "wait", wait)
+    recycler.request_started("/api/workouts")
+    assert looks == [HOLD_POLL_S] * 3 and recycler.held_s == pytest.approx(3 * HOLD_POLL_S)
+    recycler.request_started("/api/workouts")  # no hold now: no wait
+    assert len(looks) == 3
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live", "/health/ready"])
+def test_the_probes_never_wait_for_a_hold(recyclers, path):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    shared.set_hold_for(os.getppid())
+    recycler.request_started(path)
+    assert recycler.held_s == 0
+
+
+def test_the_worker_held_for_and_a_holder_gone_never_wait(recyclers, monkeypatch):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    shared.set_hold_for(os.getpid())  # this worker is the one being replaced: it does not wait for itself
+    recycler.request_started("/x")
+    shared.set_hold_for(os.getppid())
+    monkeypatch.setattr(recycler_module, "pid_alive", lambda pid: pid != os.getppid())  # gone, not reaped yet
+    recycler.request_started("/x")
+    assert recycler.held_s == 0
+
+
+def test_a_hold_never_lasts_past_half_the_request_timeout(recyclers, monkeypatch, caplog):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    shared.set_hold_for(os.getppid())
+    monkeypatch.setattr(recycler._stopping, "wait", lambda seconds: recyclers.clock.advance(seconds))
+    recycler.request_started("/x")
+    assert recycler.held_s == pytest.approx(recycler.plan.timeout_s / 2, abs=HOLD_POLL_S)
+    assert "serving it now" in caplog.text
+
+
+def test_the_report_budget_retired_first_in_a_one_worker_service_is_short(recyclers):
+    recycler = recyclers.make(FakeWorker(), SharedState())
+    seconds, room = recycler.report_budget(BOOT_USS)
+    assert seconds == RETIRED_FIRST_REPORT_S and room == recycler.limits.hard_cap_bytes - BOOT_USS
+
+
+def test_replaced_first_the_report_takes_a_share_of_the_time_the_room_lasts(recyclers):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    shared.set_surge_old(os.getpid())
+    shared.set_overlap(60 * MIB, 200 * MIB)  # 60 MB left at 200 MB a second: 0.3 s
+    seconds, room = recycler.report_budget(BOOT_USS)
+    assert seconds == pytest.approx(REPORT_TIME_SHARE * 0.3) and room == 60 * MIB
+    shared.set_overlap(4 * MIB, 200 * MIB)  # 20 ms: too short for a report
+    assert "4.0MB are left below the critical level at 200.0MB/s" in recycler.report_budget(BOOT_USS)
+    shared.set_overlap(60 * MIB, 0)  # no growth seen: the whole default
+    assert recycler.report_budget(BOOT_USS)[0] == DEFAULT_REPORT_TIME_LIMIT_S
+    shared.set_overlap(60 * MIB, 200 * MIB)
+    shared.set_hold_for(os.getpid())  # the others wait for this worker: no report at all
+    assert "hold their requests" in recycler.report_budget(BOOT_USS)
+
+
+def test_a_skipped_report_is_said_and_its_time_is_published(recyclers, caplog):
+    shared = SharedState()
+    recycler = recyclers.make(FakeWorker(), shared)
+    shared.set_surge_old(os.getpid())
+    shared.set_hold_for(os.getpid())
+    with caplog.at_level(logging.INFO):
+        recycler.report_growth(BOOT_USS)
+    assert "no report of what grew: the other workers hold" in caplog.text
+    written, _reports = shared.growth_reports()
+    assert written == 0 and shared.report_time_s(os.getpid()) >= 0
+    assert shared.report_time_s(os.getpid() + 1) == 0
