@@ -24,6 +24,9 @@ import pytest
 
 from harness.cgroups import v2_problem
 from harness.fitflix_log import parse_recycles
+from harness.leak_sweep import APP as SWEEP_APP
+from harness.leak_sweep import V2 as SWEEP_CELLS
+from harness.leak_sweep import run_cell
 from harness.load import run_load
 from harness.metrics import metric_samples
 from harness.server import run_to_exit
@@ -113,6 +116,28 @@ def test_a_steady_leak_is_recycled_with_nothing_failed_and_no_oom_kill(live_serv
     assert recycles(server.log(), "memory") >= 2, server.log()
     assert kills(cgroup) == {"oom_kill": 0, "oom_group_kill": 0}
     assert cgroup.peak_bytes() < 512 * MIB * 0.9
+
+
+@pytest.mark.parametrize(
+    ("cell", "shape"),
+    [(cell, SHAPES[index % len(SHAPES)]) for index, cell in enumerate(SWEEP_CELLS)],
+    ids=lambda value: value.name if hasattr(value, "name") else value,
+)
+def test_the_leak_sweep_ends_with_no_group_kill_and_the_same_master(live_server, v2_cgroup, cell, shape):
+    """Issue 32's judge on v2: memory.oom.group=1, so one OOM kill would end every process, the master included."""
+    cgroup = v2_cgroup(512, shape)
+    server = live_server(cell.env(), app=SWEEP_APP, cgroup=cgroup)
+    assert server.master_pid == server.process.pid  # the process started is gunicorn's master (exec all the way)
+    poll_until(lambda: len(server.worker_pids()) == cell.workers, 30, f"{cell.workers} worker(s)")
+
+    result = run_cell(cell, cgroup, server, time_limit_s=900)
+
+    print(result.row())
+    assert result.problems() == [], f"{result.row()}\n--- server log (end) ---\n{server.log()[-4000:]}"
+    assert kills(cgroup) == {"oom_kill": 0, "oom_group_kill": 0}
+    assert server.process.poll() is None  # the same master: a group kill would have ended it with the rest
+    assert server.get_json("/health")[0] == 200
+    assert result.recycles >= 2, result.row()
 
 
 @pytest.mark.parametrize("shape", SHAPES)
