@@ -37,6 +37,7 @@ from bench import (
     growth,
     health_cost,
     leak,
+    leak_sweep,
     neighbours,
     no_limit,
     overhead,
@@ -86,6 +87,7 @@ PARTS = {
     17: growth,
     18: cgroup_v2.LEAK,  # in a cgroup v2 guest: bash scripts/test-v2 --bench
     19: cgroup_v2.SPIKE_SWEEP,
+    20: leak_sweep,
 }
 # Parts run only where the process's cgroup is v2: in the guest that `bash scripts/test-v2 --bench` boots.
 GUEST_PARTS = (18, 19)

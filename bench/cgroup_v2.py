@@ -3,7 +3,8 @@
 These machines mount memory on cgroup v1 only; Render and Kubernetes run v2. `bash scripts/test-v2
 --bench` boots a guest kernel that mounts v2 (scripts/test-v2 says how) and runs
 `python -m bench --update --parts 18,19` there, which writes these two parts into BENCHMARKS.md
-beside the v1 ones. The same code as parts 3 and 8, on the same peers, each peer's cgroup with
+beside the v1 ones. The same code as parts 3 and 8, on the same peers (part 18 adds FitFlix in the
+leak sweep's three v2 cells, part 20's `harness.leak_sweep.V2`), each peer's cgroup with
 memory.oom.group=1 as Kubernetes 1.28+ sets it (one OOM kill takes every process in it), at a short
 scale: the guest runs under qemu's software emulation, many times slower than this machine, so
 counts matter here (OOM kills, failed requests, peaks as % of the limit), not times.
@@ -18,9 +19,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from bench import leak, plots, servers, spike_sweep
+from bench import leak, leak_sweep, plots, servers, spike_sweep
 from bench.report import Part
 from bench.scale import QUICK, Scale
+from harness import leak_sweep as sweep
 from harness.cgroups import v2_problem
 
 # Short: software emulation runs Python 10-20x slower. The time bounds are generous so every peer runs.
@@ -33,6 +35,8 @@ GUEST = replace(
     spike_sweep_threads=(8,),
     spike_sweep_time_limit_s=1800,
 )
+# A sweep cell's bound in the guest: its 1,200 requests take minutes under emulation (tests/live/test_cgroup_v2.py).
+GUEST_CELL_TIME_LIMIT_S = 900.0
 
 
 def readings_note(readings: list[tuple[str, dict[str, int], dict | None]]) -> list[str]:
@@ -104,5 +108,22 @@ class GuestPart:
         return plots.Picture(moved[0], moved[1], picture.alt)
 
 
-LEAK = GuestPart(18, leak, 3, "Leak survival")
+class LeakAndCells:
+    """Part 3 (both its leaks), then FitFlix in the leak sweep's v2 cells (`harness.leak_sweep.V2`, part 20's
+    cells that the guest runs): a row each in part 3's table, and one target over them."""
+
+    def run(self, scale: Scale) -> Part:
+        part = leak.run(scale)
+        cells = sweep.V2  # at any scale: the sweep's other cells would take hours under emulation
+        part.method += (
+            f" Then FitFlix (gunicorn.conf.py with the cell's THREADS and WEB_CONCURRENCY) in {len(cells)} cells of "
+            f"the leak sweep (part 20), each a fresh {sweep.LIMIT_MB} MB cgroup: "
+            f"{', '.join(f'{cell.name} ({cell.path})' for cell in cells)}, judged by `harness.leak_sweep.run_cell` "
+            f"(rows 'fitflix CELL'; up to {GUEST_CELL_TIME_LIMIT_S:.0f} s each)."
+        )
+        leak_sweep.cells_into_part3(part, cells, GUEST_CELL_TIME_LIMIT_S)
+        return part
+
+
+LEAK = GuestPart(18, LeakAndCells(), 3, "Leak survival")
 SPIKE_SWEEP = GuestPart(19, spike_sweep, 8, "Spike sweep")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fitflix.settings import Settings
+from harness import leak_sweep
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Scale:
     slow_clients_probe_s: float  # probes of /health while slow and idle clients hold on (part 10)
     rolling_rounds: int  # rounds of rolling restarts behind HAProxy, every instance once a round (part 11)
     rolling_time_limit_s: float  # the bound on one peer's client load through HAProxy (part 11)
+    leak_sweep_cells: tuple[leak_sweep.LeakCell, ...]  # FitFlix's cells of the leak sweep (part 20)
 
 
 FULL = Scale(
@@ -48,6 +50,7 @@ FULL = Scale(
     slow_clients_probe_s=30,
     rolling_rounds=2,
     rolling_time_limit_s=150,
+    leak_sweep_cells=leak_sweep.FULL,
 )
 
 QUICK = Scale(
@@ -69,4 +72,5 @@ QUICK = Scale(
     slow_clients_probe_s=Settings.head_timeout_s + 2,  # past HEAD_TIMEOUT_S: the first cut heads and their reopens
     rolling_rounds=1,
     rolling_time_limit_s=90,
+    leak_sweep_cells=leak_sweep.PAIRWISE,  # every pair of values in 12 cells, as the live tests run them
 )

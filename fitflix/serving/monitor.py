@@ -194,7 +194,8 @@ class MemoryMonitor(threading.Thread):
 
     def end_overlap(self, watch: OverlapWatch) -> None:
         """The old worker is gone (or the replacement was abandoned): nothing holds any more."""
-        self.overlap = None
+        if self.overlap is watch:  # the arbiter's thread may have started the next one meanwhile
+            self.overlap = None
         if watch.holding and self.shared is not None:
             self.shared.set_hold_for(0)
             self.server.log.info("Overlap: worker %s is gone; the workers take requests again", watch.old_pid)

@@ -255,7 +255,8 @@ class WorkerRecycler:
                     holder,
                 )
                 break
-            self._stopping.wait(HOLD_POLL_S)
+            if self._stopping.wait(HOLD_POLL_S):  # this worker is ending: nothing to wait for
+                break
         self.held_s += time.monotonic() - started
 
     def growth_rate(self, now: float, rss: int, uss: int) -> tuple[float, float]:

@@ -31,7 +31,8 @@ worker: `nworkers_changed` leaves the plan alone for the surge's own changes.
 A TTIN or TTOU while a surge is under way moves the plan by one, as it would
 without the surge; a SIGHUP abandons it (the reload replaces every worker
 anyway). Everything here runs on the arbiter's main loop (its `manage_workers`
-is wrapped), never in a signal handler or another thread.
+is wrapped), never in a signal handler, except `retire_early`, which the
+memory monitor's thread calls: a lock keeps it and the loop's step apart.
 """
 
 from __future__ import annotations
