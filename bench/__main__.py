@@ -1,4 +1,4 @@
-"""Run every benchmark: `.venv/bin/python -m bench` (about 30 min on 2 cores), `--quick` (about 4).
+"""Run every benchmark: `.venv/bin/python -m bench` (about 45 min on 2 cores), `--quick` (about 4).
 
 Refresh some parts of BENCHMARKS.md: `.venv/bin/python -m bench --update --parts 1,3`.
 
