@@ -167,7 +167,6 @@ class OverlapWatch:
         self.rate_bytes_per_s = rate_bytes_per_s
         self.per_request_bytes = per_request_bytes
         self.threads = threads
-        self.retired_early = False
         self.holding = False
         self.holds = 0
         self.peak_bytes = 0
@@ -195,8 +194,7 @@ class OverlapWatch:
         coming = used_bytes + (self.fresh_bytes if booting else 0)  # a booting replacement's own memory is to come
         if not retiring:
             if coming >= level:
-                self.retired_early = True
-                return RETIRE_NOW
+                return RETIRE_NOW  # asked again on the next look, a no-op: the surge retires once
             return None
         # The old worker takes no more requests; what grows now is every other worker.
         if not self.holding and coming >= level:
