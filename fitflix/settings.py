@@ -25,6 +25,7 @@ TRUE_WORDS = frozenset({"true", "1", "yes"})
 FALSE_WORDS = frozenset({"false", "0", "no"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
+WORKERS = ("fitflix", "gthread")
 MEMORY_PROFILES = ("standard", "memory-optimized")
 OPTIMIZED = "memory-optimized"
 
@@ -168,6 +169,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_REQUESTS_JITTER", "whole", 1000, "Plus up to this many requests.", 0, 10**9),
     Setting(
         "WORKER_TIMEOUT_S", "whole", 30, "A request stuck this long gets its worker replaced.", 1, 3600, unit=SECONDS
+    ),
+    Setting(
+        "WORKER",
+        "choice",
+        "fitflix",
+        "fitflix: FitFlix's own worker (httptools, an epoll loop and app threads); gthread: gunicorn's gthread with "
+        "heads read on its loop. TLS and the PROXY protocol always get gthread.",
+        choices=WORKERS,
+        see="slow-clients.md#the-worker",
     ),
     Setting(
         "HEAD_TIMEOUT_S",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -26,11 +27,14 @@ from fitflix.serving.monitor import MemoryMonitor
 from fitflix.serving.recycler import CLEANUP_SIGNAL, WorkerRecycler, clean_up
 from fitflix.serving.sizing import (
     MIB,
+    OWN_WORKER_CLASS,
+    WORKER_CLASS,
     Plan,
     PlanError,
     budget_problem,
     budget_summary,
     make_plan,
+    own_worker_cannot_serve,
     plan_changes,
     profile_summary,
     resize_plan,
@@ -190,6 +194,7 @@ def server_settings(dotenv_path: Path | str) -> dict[str, object]:
         "errorlog": "-",
         "logger_class": FitflixLogger,
         "on_starting": on_starting,
+        "on_reload": on_reload,
         "when_ready": when_ready,
         "pre_fork": pre_fork,
         # TTIN/TTOU change the worker count: the per-worker budgets follow it.
@@ -240,10 +245,39 @@ def on_starting(server) -> None:
             server.log.warning("Warm-up in the master failed; workers warm up on their own", exc_info=True)
         else:
             server.log.debug("Warm-up in the master: %s", ", ".join(f"{path} {status}" for path, status in warmed))
+    serve_with_a_worker_that_can(server)
     for note in plan.notes:
         server.log.info("Plan: %s", note)
     for warning in plan.warnings:
         server.log.warning("Plan: %s", warning)
+
+
+def serve_with_a_worker_that_can(server) -> None:
+    """Master: FitFlix's own worker speaks plain HTTP/1 on epoll; anything else gets today's worker, said aloud."""
+    if server.cfg.worker_class_str != OWN_WORKER_CLASS:
+        return
+    cfg = server.cfg
+    reason = own_worker_cannot_serve(
+        bool(cfg.is_ssl),
+        getattr(cfg, "protocol", "http"),
+        getattr(cfg, "proxy_protocol", "off"),
+        list(getattr(cfg, "http_protocols", ["h1"])),
+        hasattr(select, "epoll"),
+    )
+    if reason is None:
+        return
+    cfg.set("worker_class", WORKER_CLASS)  # gunicorn's "Using worker:" line, logged next, says it too
+    server.worker_class = cfg.worker_class
+    server.log.warning(
+        "Plan: WORKER=fitflix, but %s: serving with %s (gunicorn's gthread, heads read on its loop) instead",
+        reason,
+        WORKER_CLASS,
+    )
+
+
+def on_reload(server) -> None:
+    """Master, after SIGHUP read the config again: the worker class is chosen again too."""
+    serve_with_a_worker_that_can(server)
 
 
 def when_ready(server) -> None:

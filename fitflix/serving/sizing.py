@@ -30,6 +30,27 @@ SHUTDOWN_BUDGET_S = 25
 # gunicorn's gthread worker with request heads read on its event loop, so a
 # slow client never holds a request thread (fitflix/serving/worker.py).
 WORKER_CLASS = "fitflix.serving.worker.HeadFirstWorker"
+# FitFlix's own worker: httptools, an epoll loop and app threads (fitflix/serving/h1worker.py).
+OWN_WORKER_CLASS = "fitflix.serving.h1worker.FitflixWorker"
+WORKER_CLASSES = {"fitflix": OWN_WORKER_CLASS, "gthread": WORKER_CLASS}
+
+
+def own_worker_cannot_serve(
+    is_ssl: bool, protocol: str, proxy_protocol: object, http_protocols: list[str], has_epoll: bool
+) -> str | None:
+    """Why FitFlix's own worker cannot serve a server configured so (it speaks plain HTTP/1 on epoll); None: it can."""
+    if is_ssl:
+        return "TLS (certfile/keyfile) is on"
+    if protocol != "http":
+        return f"protocol={protocol} is on"
+    if proxy_protocol not in ("off", False, None):
+        return f"proxy_protocol={proxy_protocol} is on"
+    if "h2" in http_protocols:
+        return "HTTP/2 is among http_protocols"
+    if not has_epoll:
+        return "this host has no epoll"
+    return None
+
 
 # A worker younger than this is not recycled for memory below its hard cap:
 # a fresh worker that inherits a big heap must not flap.
@@ -190,7 +211,7 @@ def make_plan(settings: Settings, container: Container) -> Plan:
         clustering=settings.enable_clustering,
         workers=workers,
         workers_memory_holds=holds,
-        worker_class=WORKER_CLASS,
+        worker_class=WORKER_CLASSES[settings.worker],
         threads=settings.threads,
         worker_budget_mb=budget_mb,
         worker_hard_cap_mb=hard_cap_mb,

@@ -67,6 +67,9 @@ def serving_threads(planned: int) -> int:
     worker = RUNTIME.worker
     if worker is None:
         return planned
+    own = getattr(worker, "request_threads", None)  # FitFlix's own worker
+    if own is not None:
+        return own
     return worker.cfg.threads if getattr(worker, "tpool", None) is not None else 1
 
 

@@ -18,7 +18,7 @@ BOTH = {
     "clustering": (False, False),
     "workers": (1, 1),
     "workers_memory_holds": (1, 1),
-    "worker_class": ("fitflix.serving.worker.HeadFirstWorker",) * 2,
+    "worker_class": ("fitflix.serving.h1worker.FitflixWorker",) * 2,
     "threads": (8, 2),
     "worker_budget_mb": (361, 284),  # (512 x 80% - 48) and (512 x 65% - 48)
     "worker_hard_cap_mb": (412, 335),  # + 512 x 10%

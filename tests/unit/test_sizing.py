@@ -10,6 +10,7 @@ from fitflix.serving.sizing import (
     Container,
     budget_problem,
     make_plan,
+    own_worker_cannot_serve,
     plan_changes,
     resize_plan,
     resolve_limit,
@@ -277,8 +278,14 @@ def test_plan_carries_the_settings_it_serves():
     assert (plan.threads, plan.max_requests, plan.max_requests_jitter) == (4, 500, 50)
     assert (plan.cpus, plan.cpu_source) == (1.5, "CPU affinity")
     assert (plan.warn_percent, plan.critical_percent) == (80, 90)
-    assert plan.worker_class == "fitflix.serving.worker.HeadFirstWorker"
+    assert plan.worker_class == "fitflix.serving.h1worker.FitflixWorker"
     assert plan.as_dict()["workers"] == plan.workers
+
+
+def test_worker_gthread_plans_todays_worker():
+    plan = make_plan(Settings.from_env({"WORKER": "gthread"}), container(512, 2, cpus=1.5))
+
+    assert plan.worker_class == "fitflix.serving.worker.HeadFirstWorker"
 
 
 @pytest.mark.parametrize(("drain", "graceful"), [("0", 25), ("5", 20), ("20", 5)])
@@ -460,3 +467,20 @@ def test_max_memory_mb_above_memory_high_warns_that_the_kernel_throttles_there()
         "MAX_MEMORY_MB=512 is above the cgroup's own limit of 384 MB: the kernel throttles and reclaims at "
         "memory.high, so usage is judged on the cgroup's working set",
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({}, None),
+        ({"is_ssl": True}, "TLS (certfile/keyfile) is on"),
+        ({"protocol": "uwsgi"}, "protocol=uwsgi is on"),
+        ({"proxy_protocol": "v2"}, "proxy_protocol=v2 is on"),
+        ({"http_protocols": ["h2", "h1"]}, "HTTP/2 is among http_protocols"),
+        ({"has_epoll": False}, "this host has no epoll"),
+    ],
+)
+def test_what_fitflixs_own_worker_cannot_serve_is_named(options, reason):
+    server = {"is_ssl": False, "protocol": "http", "proxy_protocol": "off", "http_protocols": ["h1"], "has_epoll": True}
+
+    assert own_worker_cannot_serve(**{**server, **options}) == reason
