@@ -11,6 +11,7 @@ from gunicorn.config import Config
 from gunicorn.glogging import SafeAtoms
 
 from fitflix.serving.logs import REDACTED, FitflixLogger, format_atoms, redact_query
+from fitflix.settings import Settings
 
 DEFAULT_FORMAT = Config().access_log_format
 FORMATS = [
@@ -223,3 +224,36 @@ def test_the_loop_writes_at_most_once_an_interval_and_at_once_after_a_quiet_spel
     handler.handle(record("third"))
     handler.flush_due(now=written_at + 0.06)
     assert stream.writes[-1] == "second\nthird\n"
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_the_default_lines_own_path_writes_what_the_format_and_the_used_atoms_write(logger, case):
+    response, request, environ, request_time = CASES[case]
+    atoms = logger.used_atoms(format_atoms(DEFAULT_FORMAT), response, request, environ, request_time)
+
+    assert logger._default_line(response, environ) == DEFAULT_FORMAT % atoms
+
+
+def test_the_buffered_access_line_skips_logging_and_still_redacts_the_token(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    token_settings = Settings.from_env({"HEALTH_TOKEN": "t0ken-t0ken-t0ken-t0ken"})
+    monkeypatch.setattr("fitflix.serving.logs.load_settings", lambda: token_settings)
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("errorlog", "-")
+    names = ("fitflix", "gunicorn.error", "gunicorn.access")
+    saved = [(log, list(log.handlers), log.propagate, log.level) for log in map(logging.getLogger, names)]
+    try:
+        logger = FitflixLogger(cfg)
+        logger.buffer_access_lines()
+        response, request, environ, request_time = request_case("/p", "x=t0ken-t0ken-t0ken-t0ken", {})
+        logger.access(response, request, environ, request_time)
+        assert logger._plain_buffered_handlers()  # the record-free path was taken
+        logger.flush_access_lines()
+    finally:
+        for log, handlers, propagate, level in saved:
+            log.handlers[:], log.propagate = handlers, propagate
+            log.setLevel(level)
+
+    line = capsys.readouterr().out
+    assert '"GET /p?x=[redacted] HTTP/1.1" 200 15' in line and "t0ken" not in line  # the token's own redaction
