@@ -183,7 +183,8 @@ SETTINGS: tuple[Setting, ...] = (
         "HEAD_TIMEOUT_S",
         "whole",
         10,
-        "A client gets this long to send a whole request head; a slow one gets a 408.",
+        "A client gets this long to send a whole request head (WORKER=fitflix: and a body's first 64 KiB, and "
+        "to move while sending more or reading an answer); a slow one gets a 408 or is closed.",
         1,
         300,
         unit=SECONDS,

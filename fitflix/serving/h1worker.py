@@ -327,8 +327,12 @@ class Response:
         block = "".join(lines)
         # One pass over the whole block, in C, for what would split the answer: a CR or LF inside a value (each
         # line has exactly one of each) or any other control character, as gunicorn refuses them.
-        flat = block.replace("\r\n", "")  # printable but for the line ends, nearly always: one C pass each
-        if not flat.isprintable() and ("\r" in flat or "\n" in flat or _CONTROL.search(flat)):
+        # What would split the answer, in C passes over the whole block: one LF per line and no more (an injected
+        # CRLF adds one), and once the line ends are out, nothing unprintable but a tab (a lone CR or LF, NUL, ...).
+        flat = block.replace("\r\n", "")
+        if block.count("\n") != len(lines) or (
+            not flat.isprintable() and ("\r" in flat or "\n" in flat or _CONTROL.search(flat))
+        ):
             for header in headers:  # none of them may stay known as good
                 if type(header) is tuple:
                     known.pop(header, None)

@@ -1,9 +1,11 @@
 """The front door against real gunicorn: slow, silent, idle and lingering clients, and bad request heads.
 
 gunicorn's gthread reads a request head on a request thread, so THREADS
-clients that drip their heads silence the worker; the worker here reads heads
-on its event loop (fitflix/serving/worker.py). Every client is on 127.0.0.1,
-every socket has a timeout, every wait polls against a deadline.
+clients that drip their heads silence the worker; both of FitFlix's workers read heads
+on an event loop: its own (fitflix/serving/h1worker.py, WORKER=fitflix, the default) and
+gthread's with heads read first (fitflix/serving/worker.py, WORKER=gthread, the fallback
+for what the first does not speak). Every test runs against each. Every client is on
+127.0.0.1, every socket has a timeout, every wait polls against a deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from harness.server import LiveServer, plain_gunicorn_command
 from harness.wait import poll_until
 
 CUT_LINE = re.compile(r"Closed (\d+) connection\(s\) before a whole request head came: (\d+) slow head")
+
+
+@pytest.fixture(params=["fitflix", "gthread"])
+def live_server(live_server, request):
+    """The conftest's live_server with each of FitFlix's workers in turn (WORKER)."""
+
+    def start(env: dict[str, str] | None = None, **options):
+        return live_server({"WORKER": request.param, **(env or {})}, **options)
+
+    return start
 
 
 def connect(server, timeout_s: float = 10.0) -> socket.socket:
