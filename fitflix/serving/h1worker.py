@@ -639,7 +639,7 @@ class FitflixWorker(base.Worker):
     def _open(self, sock: socket.socket, peer, listener: socket.socket) -> None:
         sock.setblocking(False)  # once, for the connection's life (TCP_NODELAY comes from gunicorn's listener)
         server = listener.getsockname()
-        environ = {"gunicorn.socket": sock}
+        environ = {**self.base_environ, "gunicorn.socket": sock}  # the connection's base: one copy a request
         if isinstance(peer, tuple):
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer[0], str(peer[1])
         else:
@@ -839,8 +839,7 @@ class FitflixWorker(base.Worker):
         """Serve one request on an app thread; False when the connection must close after it."""
         self.pre_request(self, request)
         started = time.monotonic()
-        environ = self.base_environ.copy()
-        environ.update(conn.environ)
+        environ = conn.environ.copy()
         environ.update(request.environ_headers)
         path = request.path
         script_name = request.environ_headers.get("HTTP_SCRIPT_NAME") or self.script_name
