@@ -3,8 +3,12 @@
 On a 0.1-CPU instance (Render's free one) the CPU a request costs is the
 service's capacity. Each server runs `bench.apps:app` with one worker process,
 pinned to CPU 0, in a 512 MB cgroup that counts its CPU (exited workers
-included); `wrk -t1 -c8`, pinned to CPU 1, loads one route at a time. CPU per
-request is the cgroup's CPU over the run divided by the answers wrk counted.
+included); `wrk -t1`, pinned to CPU 1, loads one route at a time, with 8
+keep-alive connections and again with 1 (one client at a time: no batching of
+ready connections, every wake-up paid by one answer). CPU per request is the
+cgroup's CPU over the run divided by the answers wrk counted. FitFlix runs
+with its default worker (`WORKER=fitflix`, fitflix.serving.h1worker) and with
+the older one (`WORKER=gthread`, fitflix.serving.worker).
 The floor is the WSGI callable called in a loop with no server
 (bench/floor.py), also pinned to CPU 0, in the same rounds. A run bounded by
 wrk's own -d (no count bound: that needs wrk's Lua response() hook, a Lua
@@ -40,11 +44,14 @@ APP = "bench.apps:app"
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 CONNECTIONS = 8  # FitFlix's default thread count: every thread busy, none queued twice
+SINGLE = 1  # one client at a time: what each answer costs when nothing is batched
+CONNECTION_COUNTS = (CONNECTIONS, SINGLE)
 HEALTH, JSON_API, WAIT = "/health", "/api/workouts", "/bench/wait?ms=1"
 ROUTES = (HEALTH, JSON_API, WAIT)
 FLOOR = "the app alone (floor)"
 PLAIN_LOGGED = "plain sync + access log"
 FITFLIX = "fitflix"
+FITFLIX_GTHREAD = "fitflix (WORKER=gthread)"
 GRANIAN = "granian"
 WRK_TIMEOUT_S = 10
 SETTLE_S = 0.2  # after wrk exits: the server closing its last connections is this run's CPU too
@@ -53,7 +60,8 @@ FLOOR_TIMEOUT_S = 120.0
 
 # Targets.
 ADDED_VS_PLAIN_LOGGED = 0.5  # FitFlix adds at most half of what plain gunicorn with its access log adds
-ADDED_VS_GRANIAN = 2.0  # stretch: within 2x of granian's
+ADDED_VS_GRANIAN = 1.0  # at 8 connections FitFlix adds at most what granian adds
+ADDED_VS_GRANIAN_SINGLE = 1.25  # at 1 connection, at most 1.25x granian's
 HEALTH_BEFORE_US = 352.0  # /health's own cost measured on 2026-11-29, before this work
 HEALTH_FLOOR_SHARE = 0.5
 
@@ -69,11 +77,13 @@ class Knobs:
     time_limit_s: float  # the rounds: a run not started by then is noted as not run
 
 
+# Every server runs every route at both connection counts: 3 s a run (5 s before the run at 1 connection came)
+# keeps three rounds of ten servers under 10 minutes.
 KNOBS = {
-    "full": Knobs(rounds=3, run_s=5, warm_up_s=1, floor_calls=2000, floor_wait_calls=300, floor_batches=5,
-                  time_limit_s=540),
+    "full": Knobs(rounds=3, run_s=3, warm_up_s=1, floor_calls=2000, floor_wait_calls=300, floor_batches=5,
+                  time_limit_s=600),
     "quick": Knobs(rounds=1, run_s=2, warm_up_s=1, floor_calls=500, floor_wait_calls=100, floor_batches=3,
-                   time_limit_s=180),
+                   time_limit_s=240),
 }  # fmt: skip
 
 
@@ -117,16 +127,16 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
-def wrk_command(wrk: str, port: int, path: str, run_s: int) -> list[str]:
-    """One wrk run on CPU 1: one thread, CONNECTIONS keep-alive connections, `run_s` seconds."""
+def wrk_command(wrk: str, port: int, path: str, run_s: int, connections: int = CONNECTIONS) -> list[str]:
+    """One wrk run on CPU 1: one thread, `connections` keep-alive connections, `run_s` seconds."""
     return [
-        "taskset", "-c", LOAD_CPU, wrk, "-t1", f"-c{CONNECTIONS}", f"-d{run_s}s",
+        "taskset", "-c", LOAD_CPU, wrk, "-t1", f"-c{connections}", f"-d{run_s}s",
         "--timeout", f"{WRK_TIMEOUT_S}s", f"http://{HOST}:{port}{path}",
     ]  # fmt: skip
 
 
-def run_wrk(wrk: str, port: int, path: str, run_s: int) -> WrkResult:
-    command = wrk_command(wrk, port, path, run_s)
+def run_wrk(wrk: str, port: int, path: str, run_s: int, connections: int = CONNECTIONS) -> WrkResult:
+    command = wrk_command(wrk, port, path, run_s, connections)
     completed = subprocess.run(command, capture_output=True, text=True, timeout=run_s + WRK_TIMEOUT_S + 30)
     try:
         return parse_wrk(completed.stdout)
@@ -202,6 +212,12 @@ def added_us(server_us: float | None, floor_us: float | None) -> float | None:
 
 def ratio(value: float | None, reference: float | None) -> float | None:
     return None if value is None or not reference else value / reference
+
+
+def added_ratio(value: float | None, reference: float | None) -> float | None:
+    """What one server adds over what another adds; None when the other adds nothing (at or under the floor:
+    noise, no yardstick, as in `within`)."""
+    return None if value is None or reference is None or reference <= 0 else value / reference
 
 
 def within(value: float | None, reference: float | None, factor: float) -> bool | None:
@@ -297,12 +313,13 @@ def line_up() -> tuple[list[Peer], list[str]]:
     # FitFlix sizes itself from the 512 MB cgroup: no WEB_CONCURRENCY (checked once it is up).
     wanted.append(peers.fitflix(app=APP, name=FITFLIX))
     wanted.append(peers.fitflix(app=APP, env={"ACCESS_LOG_HEALTH": "false"}, name="fitflix ACCESS_LOG_HEALTH=false"))
+    wanted.append(peers.fitflix(app=APP, env={"WORKER": "gthread"}, name=FITFLIX_GTHREAD))
     return [dataclasses.replace(peer, cpu_list=SERVER_CPU) for peer in wanted], missing
 
 
-def measure(running: Running, wrk: str, path: str, run_s: int) -> Run:
+def measure(running: Running, wrk: str, path: str, run_s: int, connections: int = CONNECTIONS) -> Run:
     before_ns = running.cgroup.cpu_usage_ns()
-    result = run_wrk(wrk, running.port, path, run_s)
+    result = run_wrk(wrk, running.port, path, run_s, connections)
     time.sleep(SETTLE_S)  # the tail of this run, not a wait for a state
     run = Run(result, running.cgroup.cpu_usage_ns() - before_ns)
     if running.exit_code() is not None:
@@ -329,6 +346,15 @@ def worker_boots(running: Running) -> int | None:
     return running.log().count("Booting worker with pid")
 
 
+USING_WORKER = re.compile(r"Using worker: (\S+)")
+
+
+def worker_class(log_text: str) -> str | None:
+    """The worker class gunicorn says it uses (its `Using worker:` line), the last one; None without it."""
+    found = USING_WORKER.findall(log_text)
+    return found[-1] if found else None
+
+
 # -- the part -----------------------------------------------------------------------------------------------------
 
 
@@ -340,6 +366,65 @@ def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _connections(count: int) -> str:
+    return f"{count} connection{'s' if count != 1 else ''}"
+
+
+Key = tuple[str, str, int]  # (server, route, connections)
+
+
+def columns() -> list[str]:
+    """route and server; then, at each connection count, its figures; then the ones at 8 connections alone."""
+    per_count = [
+        heading.format(c=count)
+        for count in CONNECTION_COUNTS
+        for heading in ("c={c} req/s", "c={c} CPU us/req", "c={c} rounds low-high us", "c={c} adds us",
+                        "c={c} adds vs granian")
+    ]  # fmt: skip
+    return [
+        "route",
+        "server",
+        *per_count,
+        f"c={CONNECTIONS} adds vs plain sync + log",
+        f"c={CONNECTIONS} req/s at 0.1 CPU",
+        "broken runs " + ", ".join(f"c={count}" for count in CONNECTION_COUNTS),
+    ]
+
+
+def table_rows(floor: dict[str, Cell], cells: dict[Key, Cell], names: Sequence[str]) -> list[list[str]]:
+    """A row per route and server (the app alone first), both connection counts side by side."""
+    rows = []
+    for path in ROUTES:
+        floor_us = floor[path].cpu_us
+        rows.append(
+            [path, FLOOR]
+            + ["-", _us(floor_us), f"{_us(floor[path].low_us)}-{_us(floor[path].high_us)}", "-", "-"]
+            * len(CONNECTION_COUNTS)
+            + ["-", _us(capacity_rps(floor_us, 0.1), 0), "-"]
+        )
+        for name in names:
+            row = [path, name]
+            for count in CONNECTION_COUNTS:
+                cell = cells[(name, path, count)]
+                granian = added_on(cells, floor, GRANIAN, path, count)
+                row += [
+                    _us(cell.rps, 0),
+                    _us(cell.cpu_us),
+                    f"{_us(cell.low_us)}-{_us(cell.high_us)}",
+                    _us(added_us(cell.cpu_us, floor_us)),
+                    _times(added_ratio(added_us(cell.cpu_us, floor_us), granian)),
+                ]
+            main = cells[(name, path, CONNECTIONS)]
+            row += [
+                _times(added_ratio(added_on(cells, floor, name, path), added_on(cells, floor, PLAIN_LOGGED, path))),
+                _us(capacity_rps(main.cpu_us, 0.1), 0),
+                ", ".join(f"{cells[(name, path, count)].broken}/{cells[(name, path, count)].runs}"
+                          for count in CONNECTION_COUNTS),
+            ]  # fmt: skip
+            rows.append(row)
+    return rows
+
+
 def run(scale: Scale) -> Part:
     knobs = KNOBS[scale.name]
     part = Part(
@@ -347,31 +432,26 @@ def run(scale: Scale) -> Part:
         "CPU per request",
         f"Each server runs `{APP}` (wsgi:app plus bench routes) with 1 worker process, pinned to CPU 0 "
         "(`taskset -c 0`), in a 512 MB cgroup that counts its CPU, exited workers included (v1 `cpuacct.usage`, "
-        f"v2 `cpu.stat`). The load: `taskset -c 1 wrk -t1 -c{CONNECTIONS} -d{knobs.run_s}s`, one route at a time: "
+        f"v2 `cpu.stat`). The load: `taskset -c 1 wrk -t1 -c{CONNECTIONS} -d{knobs.run_s}s` and the same with "
+        f"`-c{SINGLE}` (one client at a time), one route at a time: "
         f"{HEALTH}, the examples' workouts blueprint ({JSON_API}) and a 1 ms I/O wait ({WAIT}). CPU per request "
         "= the cgroup's CPU over the run / the answers wrk counted; a run with an error answer or a socket error "
         "is broken and left out of the medians. The floor, the app alone: `python -m bench.floor`, pinned to "
         "CPU 0, calls the WSGI callable with a werkzeug-built environ in a loop (no server, no socket), "
-        "`time.process_time()` per call, median of its batches. "
-        f"{knobs.rounds} interleaved round(s) (every server and the floor once a round, the order rotated), "
-        "every server up throughout; medians over the rounds. `adds` is CPU per request less the floor; "
-        f"`at 0.1 CPU` is the answers per second a 0.1-CPU instance pays for at that cost.",
-        [
-            "route",
-            "server",
-            "req/s",
-            "CPU us/req",
-            "rounds low-high us",
-            "adds us",
-            "vs plain sync + log",
-            "req/s at 0.1 CPU",
-            "broken runs",
-        ],
+        "`time.process_time()` per call, median of its batches; it is the same at either connection count. "
+        f"`{FITFLIX}` is FitFlix's default worker (`WORKER=fitflix`: httptools, an epoll loop and app threads), "
+        f"`{FITFLIX_GTHREAD}` the older one (gunicorn's gthread with heads read on its loop). "
+        f"{knobs.rounds} interleaved round(s) (every server, at both connection counts, and the floor once a "
+        "round, the order rotated), every server up throughout; medians over the rounds. `c=N` is N connections; "
+        "`adds` is CPU per request less the floor; `adds vs granian` and `adds vs plain sync + log` divide what "
+        "the server adds by what that one adds at the same connection count; `at 0.1 CPU` is the answers per "
+        "second a 0.1-CPU instance pays for at that cost.",
+        columns(),
     )
     wrk = wrk_when_installed()
     wanted, missing = line_up()
     part.notes += missing
-    runs: dict[tuple[str, str], list[Run]] = {}
+    runs: dict[Key, list[Run]] = {}
     floors: dict[str, list[float]] = {path: [] for path in ROUTES}
     with contextlib.ExitStack() as stack:
         servers: list[Running] = []
@@ -389,7 +469,7 @@ def run(scale: Scale) -> Part:
                 count = len(running.worker_pids())
                 part.notes.append(
                     f"{running.peer.name} sized itself to {count} worker(s) in its 512 MB cgroup, "
-                    "with no WEB_CONCURRENCY"
+                    f"with no WEB_CONCURRENCY; its worker: {worker_class(running.log()) or 'not in its log'}"
                 )
         for running in servers:
             for path in ROUTES:
@@ -402,23 +482,13 @@ def run(scale: Scale) -> Part:
         part.notes.append(f"the part's time limit ({knobs.time_limit_s:g} s) left {not_run} turn(s) not run")
 
     floor = {path: floor_cell(floors[path]) for path in ROUTES}
-    cells = {(name, path): summarize(runs.get((name, path), [])) for name in names for path in ROUTES}
-    for path in ROUTES:
-        reference = cells.get((PLAIN_LOGGED, path))
-        reference_us = reference.cpu_us if reference else None
-        rows = [(FLOOR, floor[path])] + [(name, cells[(name, path)]) for name in names]
-        for name, cell in rows:
-            part.add(
-                path,
-                name,
-                _us(cell.rps, 0),
-                _us(cell.cpu_us),
-                f"{_us(cell.low_us)}-{_us(cell.high_us)}",
-                "-" if name == FLOOR else _us(added_us(cell.cpu_us, floor[path].cpu_us)),
-                _times(ratio(cell.cpu_us, reference_us)),
-                _us(capacity_rps(cell.cpu_us, 0.1), 0),
-                f"{cell.broken}/{cell.runs}" if name != FLOOR else "-",
-            )
+    cells = {
+        (name, path, count): summarize(runs.get((name, path, count), []))
+        for name in names
+        for path in ROUTES
+        for count in CONNECTION_COUNTS
+    }
+    part.rows += table_rows(floor, cells, names)
     part.notes.append(
         "idle CPU (ms per s, all servers idle at once): "
         + ", ".join(f"{name} {value:.2f}" for name, value in idle.items())
@@ -433,20 +503,42 @@ def run(scale: Scale) -> Part:
         "uWSGI's --http-socket answers `Connection: close` (bench/servers.py): a new connection per request, "
         "its accept and close in its figure; plain gunicorn sync closes after every answer as well"
     )
+    under = under_the_floor(floor, cells)
+    if under:
+        why = (
+            f"; the floor calls the app one call at a time, so on {WAIT} each 1 ms sleep is the only one, while "
+            f"with {CONNECTIONS} connections a server's sleeps overlap"
+            if any(f" on {WAIT} " in text for text in under)
+            else ""
+        )
+        part.notes.append(
+            "under the floor (CPU per request below the app alone's: `adds` is negative and no ratio to it is "
+            "taken): " + ", ".join(under) + why
+        )
     add_targets(part, floor, cells)
-    part.pictures.append(figure(floor, cells, names))
+    part.pictures += figures(floor, cells, names)
     return part
+
+
+def under_the_floor(floor: dict[str, Cell], cells: dict[Key, Cell]) -> list[str]:
+    """'server on route at N connection(s)' for each cell that costs less than the app alone."""
+    return [
+        f"{name} on {path} at {_connections(count)}"
+        for (name, path, count), cell in cells.items()
+        if (added := added_us(cell.cpu_us, floor[path].cpu_us)) is not None and added < 0
+    ]
 
 
 def rounds(
     knobs: Knobs,
     wrk: str,
     servers: Sequence[Running],
-    runs: dict[tuple[str, str], list[Run]],
+    runs: dict[Key, list[Run]],
     floors: dict[str, list[float]],
     notes: list[str],
 ) -> int:
-    """Every server on every route, and the floor, once a round, in a rotated order; the turns not run."""
+    """Every server on every route at each connection count, and the floor, once a round, in a rotated order;
+    the turns not run (a turn: the floor, or one server on every route)."""
     deadline = time.monotonic() + knobs.time_limit_s
     not_run = 0
     failed: set[str] = set()
@@ -467,30 +559,36 @@ def rounds(
                 continue
             if running.peer.name in failed:
                 continue
-            for path in rotated(ROUTES, round_index):
+            turns = [
+                (path, count)
+                for path in rotated(ROUTES, round_index)
+                for count in rotated(CONNECTION_COUNTS, round_index)
+            ]
+            for path, count in turns:
                 try:
-                    measured = measure(running, wrk, path, knobs.run_s)
+                    measured = measure(running, wrk, path, knobs.run_s, count)
                 except RuntimeError as error:  # it exited, or wrk could not reach it: no later turns for it
-                    log.error("part 14: %s on %s: %s", running.peer.name, path, error)
-                    notes.append(f"{running.peer.name} failed in round {round_index + 1} on {path}: "
-                                 f"{str(error).splitlines()[0]}")  # fmt: skip
+                    log.error("part 14: %s on %s at c=%d: %s", running.peer.name, path, count, error)
+                    notes.append(f"{running.peer.name} failed in round {round_index + 1} on {path} at "
+                                 f"{_connections(count)}: {str(error).splitlines()[0]}")  # fmt: skip
                     failed.add(running.peer.name)
                     break
-                runs.setdefault((running.peer.name, path), []).append(measured)
+                runs.setdefault((running.peer.name, path, count), []).append(measured)
                 log.info(
-                    "part 14: round %d: %s %s: %.0f req/s, %s us/req, %d errors",
+                    "part 14: round %d: %s %s c=%d: %.0f req/s, %s us/req, %d errors",
                     round_index + 1,
                     running.peer.name,
                     path,
+                    count,
                     measured.result.rps,
                     _us(measured.cpu_per_request_us),
                     measured.result.errors,
                 )
                 if measured.broken:
                     notes.append(
-                        f"broken run: round {round_index + 1}, {running.peer.name} on {path}: "
-                        f"{measured.result.requests} answers, {measured.result.non_2xx} non-2xx, "
-                        f"{measured.result.socket_errors} socket errors"
+                        f"broken run: round {round_index + 1}, {running.peer.name} on {path} at "
+                        f"{_connections(count)}: {measured.result.requests} answers, {measured.result.non_2xx} "
+                        f"non-2xx, {measured.result.socket_errors} socket errors"
                     )
     return not_run
 
@@ -504,31 +602,39 @@ def wrk_when_installed(timeout_s: float = 600) -> str:
     return path
 
 
-def added_on(cells: dict[tuple[str, str], Cell], floor: dict[str, Cell], name: str, path: str) -> float | None:
-    cell = cells.get((name, path))
+def added_on(
+    cells: dict[Key, Cell], floor: dict[str, Cell], name: str, path: str, connections: int = CONNECTIONS
+) -> float | None:
+    cell = cells.get((name, path, connections))
     return added_us(cell.cpu_us, floor[path].cpu_us) if cell else None
 
 
-def add_targets(part: Part, floor: dict[str, Cell], cells: dict[tuple[str, str], Cell]) -> None:
+def add_targets(part: Part, floor: dict[str, Cell], cells: dict[Key, Cell]) -> None:
     for path in (HEALTH, JSON_API):
         fitflix, plain = added_on(cells, floor, FITFLIX, path), added_on(cells, floor, PLAIN_LOGGED, path)
         part.targets.append(
             Target(
-                f"on {path}, what FitFlix (default) adds over the app alone is at most {ADDED_VS_PLAIN_LOGGED:g}x "
-                "what plain gunicorn sync adds with its access log on",
+                f"on {path}, at {_connections(CONNECTIONS)}, what FitFlix (default) adds over the app alone is at "
+                f"most {ADDED_VS_PLAIN_LOGGED:g}x what plain gunicorn sync adds with its access log on",
                 within(fitflix, plain, ADDED_VS_PLAIN_LOGGED),
                 f"fitflix adds {_us(fitflix)} us, plain sync + access log {_us(plain)} us: "
-                f"{_times(ratio(fitflix, plain))}",
+                f"{_times(added_ratio(fitflix, plain))}",
             )
         )
-    fitflix, granian = added_on(cells, floor, FITFLIX, HEALTH), added_on(cells, floor, GRANIAN, HEALTH)
-    part.targets.append(
-        Target(
-            f"stretch: on {HEALTH}, what FitFlix (default) adds is within {ADDED_VS_GRANIAN:g}x of what granian adds",
-            within(fitflix, granian, ADDED_VS_GRANIAN),
-            f"fitflix adds {_us(fitflix)} us, granian {_us(granian)} us: {_times(ratio(fitflix, granian))}",
-        )
-    )
+    for count, factor in ((CONNECTIONS, ADDED_VS_GRANIAN), (SINGLE, ADDED_VS_GRANIAN_SINGLE)):
+        for path in ROUTES:
+            fitflix = added_on(cells, floor, FITFLIX, path, count)
+            granian = added_on(cells, floor, GRANIAN, path, count)
+            bound = "what granian adds" if factor == 1 else f"{factor:g}x what granian adds"
+            part.targets.append(
+                Target(
+                    f"on {path}, at {_connections(count)}, what FitFlix (default) adds over the app alone is at "
+                    f"most {bound}",
+                    within(fitflix, granian, factor),
+                    f"fitflix adds {_us(fitflix)} us, granian {_us(granian)} us: "
+                    f"{_times(added_ratio(fitflix, granian))}",
+                )
+            )
     health_floor = floor[HEALTH].cpu_us
     part.targets.append(
         Target(
@@ -540,32 +646,51 @@ def add_targets(part: Part, floor: dict[str, Cell], cells: dict[tuple[str, str],
     )
 
 
-def figure(floor: dict[str, Cell], cells: dict[tuple[str, str], Cell], names: Sequence[str]) -> plots.Picture:
+def figure_name(connections: int) -> str:
+    """8 connections keep the name the figure had before the run at 1 connection came."""
+    suffix = "" if connections == CONNECTIONS else "-" + _connections(connections).replace(" ", "-")
+    return "part14-cpu-per-request" + suffix
+
+
+def figures(floor: dict[str, Cell], cells: dict[Key, Cell], names: Sequence[str]) -> list[plots.Picture]:
+    """A picture per connection count: each server's CPU per request on /health and the JSON route."""
+    return [figure(floor, cells, names, count) for count in CONNECTION_COUNTS]
+
+
+def figure(
+    floor: dict[str, Cell], cells: dict[Key, Cell], names: Sequence[str], connections: int = CONNECTIONS
+) -> plots.Picture:
     shown = (HEALTH, JSON_API)
-    fitflix, plain = added_on(cells, floor, FITFLIX, HEALTH), added_on(cells, floor, PLAIN_LOGGED, HEALTH)
-    if fitflix is not None and plain:
+    at = _connections(connections)
+    fitflix = added_on(cells, floor, FITFLIX, HEALTH, connections)
+    granian = added_on(cells, floor, GRANIAN, HEALTH, connections)
+    plain = added_on(cells, floor, PLAIN_LOGGED, HEALTH, connections)
+    if fitflix is not None and granian is not None and granian > 0:
         title = (
-            f"Per /health answer FitFlix adds {fitflix:.0f} us of CPU to the app's own {floor[HEALTH].cpu_us:.0f}; "
-            f"plain gunicorn with its access log adds {plain:.0f} us ({fitflix / plain:.2f}x)"
+            f"At {at}, per /health answer FitFlix adds {fitflix:.0f} us of CPU to the app's own "
+            f"{floor[HEALTH].cpu_us:.0f}; granian adds {granian:.0f} us ({fitflix / granian:.2f}x granian's)"
         )
+        if plain is not None and plain > 0:
+            title += f", plain gunicorn with its access log {plain:.0f} us"
     else:
-        title = "CPU per request, per server: the app's own cost (lines) and what each server adds"
+        title = f"CPU per request at {at}, per server: the app's own cost (lines) and what each server adds"
     groups = [FLOOR, *names]
     series = {
-        path: [floor[path].cpu_us] + [cells[(name, path)].cpu_us for name in names]  # None: no clean run, "n/a"
+        # None: no clean run, "n/a"
+        path: [floor[path].cpu_us] + [cells[(name, path, connections)].cpu_us for name in names]
         for path in shown
     }
     return plots.bars(
-        "part14-cpu-per-request",
+        figure_name(connections),
         title,
         plots.Bars(
             groups,
             series,
-            "CPU per request, us (the server's cgroup CPU / answers; 1 worker on 1 CPU)",
+            f"CPU per request, us (the server's cgroup CPU / answers; 1 worker on 1 CPU; wrk with {at})",
             references=[(floor[path].cpu_us, f"the app alone, {path}") for path in shown if floor[path].cpu_us],
             digits=0,
         ),
-        alt="CPU time per request of each server on /health and on the JSON route "
+        alt=f"CPU time per request of each server at {at} on /health and on the JSON route "
         f"{JSON_API}, with the app's own cost (no server) as lines: the part of each bar past its line is what the "
         "server adds. " + title + ".",
     )

@@ -17,6 +17,7 @@ log = logging.getLogger("bench")
 
 CONNECTIONS = 8  # the default thread count: every thread busy, none queued twice
 TARGET_RATIO = 0.98
+TARGET_CPU_RATIO = 1.05  # worker CPU per request, recycling on / off: the recycle checks cost at most 5 %
 
 
 def run(scale: Scale) -> Part:
@@ -41,7 +42,8 @@ def run(scale: Scale) -> Part:
     )
     part.method += (
         " Worker CPU per request (utime + stime of the worker from /proc/PID/stat over the run, divided by the "
-        "requests) is the steadier figure on a shared machine: it does not depend on what else had the cores."
+        "requests) is the steadier figure on a shared machine: it does not depend on what else had the cores. "
+        "Its target compares the medians over the rounds, A / B."
     )
     # MAX_REQUESTS=0 in both: a max_requests recycle mid-run would cost both the same and hide the worker's CPU.
     a_peer = peers.fitflix(env={"MAX_REQUESTS": "0"}, name="fitflix")
@@ -91,6 +93,7 @@ def run(scale: Scale) -> Part:
                 part.notes.append(f"round {round_number}: errors A={fa.errors} B={fb.errors}")
     median_a, median_b = statistics.median(a_rates), statistics.median(b_rates)
     ratio = median_a / median_b
+    cpu_target = cpu_ratio_target(cpu_per_request[a_peer.name], cpu_per_request[b_peer.name])
     cpu_a, cpu_b = (statistics.median(cpu_per_request[peer.name] or [0.0]) for peer in (a_peer, b_peer))
     part.add("median", "", f"{median_a:.0f}", f"{median_b:.0f}", f"{ratio:.3f}", "", "", f"{cpu_a:.1f}", f"{cpu_b:.1f}")
     if cpu_a:
@@ -125,7 +128,23 @@ def run(scale: Scale) -> Part:
             f"median {median_a:.0f} / {median_b:.0f} = {ratio:.3f}",
         )
     )
+    part.targets.append(cpu_target)
     return part
+
+
+def cpu_ratio_target(a_us: list[float], b_us: list[float]) -> Target:
+    """Median worker CPU per request with recycling on (`a_us`, one per round) over off (`b_us`) <= 1.05;
+    not measured when either side has no round (its worker was replaced mid-run, or no request was served)."""
+    text = f"worker CPU per request ratio (recycling on / off) <= {TARGET_CPU_RATIO}"
+    if not a_us or not b_us or statistics.median(b_us) <= 0:
+        return Target(text, None, f"rounds measured: A {len(a_us)}, B {len(b_us)}")
+    cpu_a, cpu_b = statistics.median(a_us), statistics.median(b_us)
+    ratio = cpu_a / cpu_b
+    return Target(
+        text,
+        ratio <= TARGET_CPU_RATIO,
+        f"median {cpu_a:.1f} / {cpu_b:.1f} us = {ratio:.3f} over {len(a_us)} / {len(b_us)} rounds",
+    )
 
 
 def worker_cpu_s(pid: int) -> float:

@@ -90,6 +90,25 @@ def test_wrk_runs_on_cpu_1_with_one_thread_and_8_connections():
     assert command[-1] == "http://127.0.0.1:8000/health"
 
 
+def test_wrk_runs_again_with_one_connection():
+    assert cpu.CONNECTION_COUNTS == (8, 1)
+    command = cpu.wrk_command("/usr/bin/wrk", 8000, "/health", 3, connections=1)
+    assert {"-t1", "-c1", "-d3s"} <= set(command) and "-c8" not in command
+
+
+def test_the_full_part_fits_its_time_limit():
+    """Ten servers, three routes, two connection counts a round: the runs alone fit the rounds' limit."""
+    knobs = cpu.KNOBS["full"]
+    per_round_s = 10 * len(cpu.ROUTES) * len(cpu.CONNECTION_COUNTS) * (knobs.run_s + cpu.SETTLE_S)
+    assert knobs.rounds * per_round_s <= knobs.time_limit_s <= 600
+
+
+def test_the_worker_gunicorn_names_is_read_from_its_log():
+    text = "[INFO] Starting gunicorn 23.0.0\n[INFO] Using worker: fitflix.serving.h1worker.FitflixWorker\n"
+    assert cpu.worker_class(text) == "fitflix.serving.h1worker.FitflixWorker"
+    assert cpu.worker_class("nothing") is None
+
+
 @pytest.mark.parametrize(
     ("result", "broken"),
     [
@@ -180,10 +199,14 @@ def test_rotating_nothing_is_nothing():
     assert cpu.rotated([], 2) == []
 
 
-def cells_with(added: dict[tuple[str, str], float | None], floor_us: float = 10.0):
+def cells_with(added: dict[tuple, float | None], floor_us: float = 10.0):
+    """Cells from what each (server, route) or (server, route, connections) adds; two keys mean 8 connections."""
     floor = {path: Cell(None, floor_us, floor_us, floor_us, 1, 0) for path in cpu.ROUTES}
     cells = {
-        key: Cell(1000.0, None if value is None else value + floor_us, None, None, 1, 0) for key, value in added.items()
+        (key if len(key) == 3 else (*key, cpu.CONNECTIONS)): Cell(
+            1000.0, None if value is None else value + floor_us, None, None, 1, 0
+        )
+        for key, value in added.items()
     }
     return floor, cells
 
@@ -201,10 +224,19 @@ def test_targets_met_when_fitflix_adds_little():
             (cpu.PLAIN_LOGGED, cpu.HEALTH): 300.0,
             (cpu.FITFLIX, cpu.JSON_API): 150.0,
             (cpu.PLAIN_LOGGED, cpu.JSON_API): 300.0,
-            (cpu.GRANIAN, cpu.HEALTH): 30.0,
+            (cpu.FITFLIX, cpu.WAIT): 50.0,
+            (cpu.GRANIAN, cpu.HEALTH): 40.0,  # exactly granian's: met
+            (cpu.GRANIAN, cpu.JSON_API): 160.0,
+            (cpu.GRANIAN, cpu.WAIT): 60.0,
+            (cpu.FITFLIX, cpu.HEALTH, 1): 50.0,  # 1.25x granian's at 1 connection: met
+            (cpu.GRANIAN, cpu.HEALTH, 1): 40.0,
+            (cpu.FITFLIX, cpu.JSON_API, 1): 100.0,
+            (cpu.GRANIAN, cpu.JSON_API, 1): 100.0,
+            (cpu.FITFLIX, cpu.WAIT, 1): 70.0,
+            (cpu.GRANIAN, cpu.WAIT, 1): 60.0,
         }
     )
-    assert verdicts(floor, cells) == [True, True, True, True]
+    assert verdicts(floor, cells) == [True] * 9
 
 
 def test_targets_missed_and_not_measured():
@@ -217,7 +249,66 @@ def test_targets_missed_and_not_measured():
         },  # granian not installed
         floor_us=200.0,  # over 352 / 2
     )
-    assert verdicts(floor, cells) == [False, None, None, False]
+    assert verdicts(floor, cells) == [False, None] + [None] * 6 + [False]
+
+
+def test_fitflix_is_held_to_granian_at_8_connections_and_to_a_quarter_more_at_1():
+    floor, cells = cells_with(
+        {
+            (cpu.FITFLIX, cpu.HEALTH): 41.0,  # just over granian's at 8 connections: missed
+            (cpu.GRANIAN, cpu.HEALTH): 40.0,
+            (cpu.FITFLIX, cpu.HEALTH, 1): 51.0,  # just over 1.25x at 1 connection: missed
+            (cpu.GRANIAN, cpu.HEALTH, 1): 40.0,
+            (cpu.FITFLIX, cpu.WAIT, 1): 45.0,
+            (cpu.GRANIAN, cpu.WAIT, 1): 40.0,
+        }
+    )
+    part = Part(14, "t", "m", ["c"])
+    cpu.add_targets(part, floor, cells)
+    granian = [target for target in part.targets if "granian" in target.text]
+    assert [target.text.split(",")[1].strip() for target in granian] == ["at 8 connections"] * 3 + [
+        "at 1 connection"
+    ] * 3
+    assert [target.met for target in granian] == [False, None, None, False, None, True]
+    assert "1.25x what granian adds" in granian[3].text and "1.25x" not in granian[0].text
+    assert "fitflix adds 41.0 us, granian 40.0 us: 1.02x" == granian[0].measured
+
+
+def test_the_table_shows_both_connection_counts_side_by_side():
+    names = [cpu.GRANIAN, cpu.FITFLIX, cpu.FITFLIX_GTHREAD]
+    added = {(name, path, count): 10.0 * (index + 1) * count for index, name in enumerate(names)
+             for path in cpu.ROUTES for count in cpu.CONNECTION_COUNTS}  # fmt: skip
+    floor, cells = cells_with(added)
+    columns = cpu.columns()
+    rows = cpu.table_rows(floor, cells, names)
+    assert len(rows) == len(cpu.ROUTES) * (1 + len(names))
+    assert all(len(row) == len(columns) for row in rows)
+    assert {"c=8 CPU us/req", "c=1 CPU us/req", "c=8 adds vs granian", "c=1 adds vs granian"} <= set(columns)
+    fitflix = next(row for row in rows if row[:2] == [cpu.HEALTH, cpu.FITFLIX])
+    by_column = dict(zip(columns, fitflix, strict=True))
+    assert by_column["c=8 adds us"] == "160.0" and by_column["c=1 adds us"] == "20.0"
+    assert by_column["c=8 adds vs granian"] == "2.00x" and by_column["c=1 adds vs granian"] == "2.00x"
+    assert by_column[columns[-1]] == "0/1, 0/1"
+    assert rows[0][:2] == [cpu.HEALTH, cpu.FLOOR]
+
+
+def test_a_figure_per_connection_count_is_drawn(tmp_path):
+    from bench import plots
+
+    plots.use_directory(tmp_path)
+    names = [cpu.GRANIAN, cpu.FITFLIX, cpu.FITFLIX_GTHREAD]
+    added = {(name, path, count): 10.0 * (index + 1) for index, name in enumerate(names)
+             for path in cpu.ROUTES for count in cpu.CONNECTION_COUNTS}  # fmt: skip
+    added[(cpu.FITFLIX_GTHREAD, cpu.JSON_API, 1)] = None  # no clean run: "n/a"
+    floor, cells = cells_with(added)
+    pictures = cpu.figures(floor, cells, names)
+    assert [picture.svg.name for picture in pictures] == [
+        "part14-cpu-per-request.svg",
+        "part14-cpu-per-request-1-connection.svg",
+    ]
+    assert "At 8 connections" in pictures[0].alt and "2.00x granian's" in pictures[0].alt
+    assert "At 1 connection," in pictures[1].alt
+    assert all(picture.svg.stat().st_size > 0 and picture.csv.stat().st_size > 0 for picture in pictures)
 
 
 def test_the_floor_target_says_where_its_reference_comes_from():
@@ -237,3 +328,16 @@ def test_the_floors_json_line_is_read_past_anything_printed_before_it():
     assert cpu.parse_floor(stdout) == {"/health": ("200 OK", [9.5, 10.5])}
     with pytest.raises(ValueError):
         cpu.parse_floor("Traceback ...\n")
+
+
+@pytest.mark.parametrize(
+    ("value", "reference", "expected"),
+    [(50.0, 100.0, 0.5), (-7.5, 100.0, -0.075), (50.0, -31.8, None), (50.0, 0.0, None), (None, 1.0, None)],
+)
+def test_a_ratio_of_what_servers_add_needs_a_reference_that_adds_something(value, reference, expected):
+    assert cpu.added_ratio(value, reference) == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_cells_under_the_floor_are_named():
+    floor, cells = cells_with({(cpu.GRANIAN, cpu.WAIT): -31.8, (cpu.FITFLIX, cpu.WAIT, 1): 5.0})
+    assert cpu.under_the_floor(floor, cells) == ["granian on /bench/wait?ms=1 at 8 connections"]
