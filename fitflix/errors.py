@@ -28,3 +28,16 @@ def error_document(status: int, error: str, message: str) -> dict[str, str | int
 def error_body(status: int, error: str, message: str) -> bytes:
     """A JSON error's body, as the error handlers, the backstop and the worker send it."""
     return json.dumps(error_document(status, error, message)).encode()
+
+
+def error_response(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP/1.1 answer a worker writes itself: the JSON error, the security headers, then close."""
+    body = error_body(status, reason, message)
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        **RESPONSE_HEADERS,
+    }
+    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return head.encode("latin-1") + b"\r\n" + body

@@ -108,6 +108,22 @@ class Parsed:
     trailers: tuple[tuple[str, str], ...]
     scheme: str | None = None  # an .py file does not say: None there
 
+    @classmethod
+    def of(cls, request, body: bytes) -> Parsed:
+        """What gunicorn's Request, or h1's, names so (both use gunicorn's names), with `body` read whole."""
+        return cls(
+            method=request.method,
+            uri=request.uri,
+            path=request.path,
+            query=request.query,
+            fragment=request.fragment,
+            version=tuple(request.version),
+            headers=tuple(tuple(header) for header in request.headers),
+            body=body,
+            trailers=tuple(tuple(trailer) for trailer in request.trailers or ()),
+            scheme=request.scheme,
+        )
+
 
 @dataclass(frozen=True)
 class ValidCase:
@@ -331,18 +347,5 @@ def gunicorn_parse(data: bytes, cfg: Config, peer: tuple[str, int] = PEER) -> li
         body = bytearray()
         while chunk := request.body.read(65536):
             body += chunk
-        parsed.append(
-            Parsed(
-                method=request.method,
-                uri=request.uri,
-                path=request.path,
-                query=request.query,
-                fragment=request.fragment,
-                version=tuple(request.version),
-                headers=tuple(tuple(header) for header in request.headers),
-                body=bytes(body),
-                trailers=tuple(tuple(trailer) for trailer in request.trailers or ()),
-                scheme=request.scheme,
-            )
-        )
+        parsed.append(Parsed.of(request, bytes(body)))
     return parsed

@@ -50,7 +50,7 @@ from gunicorn import util
 from gunicorn.http.wsgi import SERVER, FileWrapper
 from gunicorn.workers import base
 
-from fitflix.errors import RESPONSE_HEADERS, error_body
+from fitflix.errors import error_response
 from fitflix.serving.h1 import TOKEN_RE, BadRequest, HeadRules, Request, RequestReader
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
@@ -436,19 +436,6 @@ def _checked_name(name) -> str:
         if len(_NAMES_CHECKED) < 512:
             _NAMES_CHECKED[name] = lower
     return lower
-
-
-def error_response(status: int, reason: str, message: str) -> bytes:
-    """A whole HTTP/1.1 answer: the app's JSON error shape, the security headers, then close."""
-    body = error_body(status, reason, message)
-    headers = {
-        "Content-Type": "application/json",
-        "Content-Length": str(len(body)),
-        "Connection": "close",
-        **RESPONSE_HEADERS,
-    }
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return head.encode("latin-1") + b"\r\n" + body
 
 
 class _Wake:

@@ -42,7 +42,7 @@ from gunicorn.http.message import MAX_REQUEST_LINE, Request
 from gunicorn.http2 import negotiation
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from fitflix.errors import RESPONSE_HEADERS, error_body
+from fitflix.errors import error_response
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings
 
@@ -124,19 +124,6 @@ def max_head_bytes(cfg) -> int:
     fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= 32768 else 32768
     field_size = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else 8190
     return line + 2 + fields * (field_size + 2) + 4
-
-
-def error_response(status: int, reason: str, message: str) -> bytes:
-    """A whole HTTP/1.1 answer: the app's JSON error shape, the security headers, then close."""
-    body = error_body(status, reason, message)
-    headers = {
-        "Content-Type": "application/json",
-        "Content-Length": str(len(body)),
-        "Connection": "close",
-        **RESPONSE_HEADERS,
-    }
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return head.encode("latin-1") + b"\r\n" + body
 
 
 def json_from_gunicorn_error(page: bytes) -> bytes | None:

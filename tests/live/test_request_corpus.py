@@ -70,19 +70,7 @@ def corpus_root():
 def h1_parse(data: bytes, cfg) -> list[Parsed]:
     """Every request h1 finds in `data`, under the rules of gunicorn's `cfg`, in the shape gunicorn_parse gives."""
     return [
-        Parsed(
-            method=request.method,
-            uri=request.uri,
-            path=request.path,
-            query=request.query,
-            fragment=request.fragment,
-            version=tuple(request.version),
-            headers=tuple(tuple(header) for header in request.headers),
-            body=bytes(request.body),
-            trailers=tuple(tuple(trailer) for trailer in request.trailers),
-            scheme=request.scheme,
-        )
-        for request in h1.parse_all(data, h1.HeadRules.from_cfg(cfg), peer=PEER)
+        Parsed.of(request, bytes(request.body)) for request in h1.parse_all(data, h1.HeadRules.from_cfg(cfg), peer=PEER)
     ]
 
 
