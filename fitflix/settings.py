@@ -618,3 +618,9 @@ def reload_settings(dotenv_path: Path | None) -> Settings:
     _apply_dotenv(dotenv)
     _loaded = settings
     return settings
+
+
+def wsgi_script_name(environ: Mapping[str, str] | None = None) -> str:
+    """gunicorn's SCRIPT_NAME convention: the prefix the app is mounted under, from the process environment
+    (gunicorn/http/wsgi.py reads it so), not a FitFlix setting. FitFlix's own worker reads it here, once."""
+    return (os.environ if environ is None else environ).get("SCRIPT_NAME", "")

@@ -53,7 +53,7 @@ from gunicorn.workers import base
 from fitflix.errors import error_response
 from fitflix.serving.h1 import TOKEN_RE, BadRequest, HeadRules, Request, RequestReader
 from fitflix.serving.state import RUNTIME
-from fitflix.settings import Settings
+from fitflix.settings import Settings, wsgi_script_name
 
 READ_SIZE = 65536
 # The body the loop reads before an app thread takes the request: a form or a JSON document comes whole,
@@ -572,7 +572,7 @@ class FitflixWorker(base.Worker):
         self.pre_request = cfg.pre_request
         self.post_request = cfg.post_request
         self.keepalive_on = cfg.keepalive > 0
-        self.script_name = os.environ.get("SCRIPT_NAME", "")
+        self.script_name = wsgi_script_name()
         self.base_environ = {
             "wsgi.version": (1, 0),
             "wsgi.multithread": True,

@@ -362,3 +362,14 @@ def test_what_the_worker_does_not_speak_falls_back_to_gthread_and_says_so(live_s
         sock.sendall(b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 80\r\nGET /environ HTTP/1.1\r\nHost: h\r\n\r\n")
         answer = read_answer(sock, bytearray())
     assert answer.status == 200 and answer.json()["REMOTE_ADDR"] == "203.0.113.9"
+
+
+@pytest.mark.timeout(60)
+def test_script_name_from_the_environment_mounts_the_app_under_it_as_gunicorn_does(live_server):
+    server = live_server({**OWN, "SCRIPT_NAME": "/app"}, app=APP, ready_path="/app/health")
+
+    environ = exchange(server, b"GET /app/environ/x?q=1 HTTP/1.1\r\n\r\n").json()
+    outside = exchange(server, b"GET /elsewhere HTTP/1.1\r\n\r\n")
+
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/app", "/environ/x", "q=1")
+    assert outside.status == 400 and "SCRIPT_NAME" in outside.json()["message"]

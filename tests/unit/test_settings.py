@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fitflix.settings import Settings, SettingsError, dotenv_problems, setting_changes
+from fitflix.settings import Settings, SettingsError, dotenv_problems, setting_changes, wsgi_script_name
 
 MEGABYTES = "a whole number of megabytes from 64 to 1048576"
 BOOLEAN = "one of true/false, 1/0, yes/no (any case)"
@@ -349,3 +349,8 @@ def test_origins_read_the_process_environment_when_given_none(monkeypatch):
     monkeypatch.setattr(module, "_from_dotenv", set())
     origins = module.setting_origins()
     assert (origins["THREADS"], origins["DRAIN_S"]) == ("set", "default")
+
+
+def test_the_wsgi_script_name_is_gunicorns_environment_convention():
+    assert wsgi_script_name({"SCRIPT_NAME": "/app"}) == "/app"
+    assert wsgi_script_name({}) == ""
