@@ -352,6 +352,9 @@ class WorkerRecycler:
     def _watch_timeouts(self) -> None:
         """A request thread stuck past `timeout` cannot be stopped, so the worker is replaced.
 
+        The same watch makes again an ask for a replacement that was refused (another worker's was
+        under way) and gives up waiting for one after SURGE_WAIT_S.
+
         gunicorn's own timeout never fires for gthread (the main loop keeps
         the heartbeat going while a request thread hangs). Here the worker
         stops accepting, lets its other requests finish, and exits without
@@ -359,6 +362,10 @@ class WorkerRecycler:
         """
         timeout_s = self.plan.timeout_s
         while not self._stopping.wait(min(1.0, timeout_s / 4)):
+            if self.reason is None and self.waiting is not None and self.asked_at is None:
+                # Its ask was refused while another worker's replacement was under way, and a
+                # request's end may not come to ask again: an idle worker past its count asks here.
+                self.ask_for_replacement(self.waiting)
             if self.reason is None and self._waited_too_long(time.monotonic()):
                 self.worker.log.warning(
                     "Worker %s: no replacement came in %.0f s; leaving (%s)", self.pid, SURGE_WAIT_S, self.waiting

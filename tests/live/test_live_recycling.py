@@ -50,15 +50,14 @@ def test_one_request_past_the_limit_fails_alone_and_the_service_answers_after(li
 def test_max_requests_with_jitter_recycles_workers_at_different_counts(live_server):
     server = live_server({"WEB_CONCURRENCY": "2", "MAX_REQUESTS": "20", "MAX_REQUESTS_JITTER": "15"}, app=LEAKY)
 
-    # A worker at its count serves on until its replacement is up: load in rounds until four have left.
-    for _round in range(10):
-        result = run_load(server.port, "/health", requests=200, clients=2, time_limit_s=60)
-        assert result.statuses == {200: 200}
-        if len(parse_recycles(server.log(), "max_requests")) >= 4:
-            break
-    lines = poll_until(
-        lambda: parse_recycles(server.log(), "max_requests")[3:] and parse_recycles(server.log()), 10, "recycles"
-    )
+    # A worker at its count serves on until its replacement is up, hundreds of requests at this speed:
+    # load in rounds of 100 until four have left (bounded: the deadline ends the rounds).
+    def four_have_left():
+        result = run_load(server.port, "/health", requests=100, clients=2, time_limit_s=30)
+        assert result.statuses == {200: 100}
+        return parse_recycles(server.log(), "max_requests")[3:] and parse_recycles(server.log())
+
+    lines = poll_until(four_have_left, 30, "four max_requests recycles")
     served = [recycle.requests for recycle in lines]
     assert all(count >= 20 for count in served)
     assert len(set(served)) > 1, f"every worker recycled after the same count: {served}"

@@ -361,6 +361,21 @@ def test_at_max_requests_with_replace_first_it_asks_for_a_replacement(recyclers)
     assert recycler.exit_reason() == "max_requests"
 
 
+def test_an_ask_refused_while_another_replacement_runs_is_made_again_with_no_request_to_come(recyclers):
+    shared = SharedState()
+    other = os.getppid()  # a live process: its replacement is under way
+    assert shared.request_surge(other)
+    worker = FakeWorker(max_requests=5)
+    recycler = recyclers.make(worker, shared)
+    serve(recycler, 5)
+    assert recycler.waiting == "max_requests" and recycler.asked_at is None and recyclers.woken == []
+
+    shared.clear_surge_request(other)  # that replacement ended; the load has stopped
+
+    poll_until(lambda: recyclers.woken, 10, "the idle worker's ask, made again by its own watch")
+    assert shared.surge_request() == os.getpid() and worker.nr == 5 and worker.alive is True
+
+
 def test_at_max_requests_without_replace_first_gunicorn_stops_it_and_the_reason_is_logged(recyclers):
     worker = FakeWorker(max_requests=5)
     recycler = recyclers.make(worker, SharedState(), recycle_replace_first=False)
