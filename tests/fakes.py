@@ -294,7 +294,7 @@ class FakeWorker:
 def stop_recyclers(recyclers) -> None:
     """Stop each WorkerRecycler's request-timeout thread and wait for it (a fixture's teardown)."""
     for recycler in recyclers:
-        recycler._stopping.set()
+        recycler.stop_watch()
     for thread in threading.enumerate():
         if thread.name == "fitflix-request-timeout":
             thread.join(timeout=5)

@@ -7,6 +7,7 @@ caller decides how often to read.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +242,96 @@ def read_working_set(cgroup: Cgroup | None) -> int | None:
     if usage is None:
         return None
     return max(usage - (_read_keyed(directory / "memory.stat").get(inactive_key) or 0), 0)
+
+
+class UsageFile:
+    """The cgroup's usage (v1 `memory.usage_in_bytes`, v2 `memory.current`) from a kept fd: one pread a look.
+
+    Usage counts page cache that the working set does not, so it is never below the working set: a
+    usage under a level says the working set is under it too, without reading memory.stat.
+    """
+
+    def __init__(self, cgroup: Cgroup | None) -> None:
+        self._fd: int | None = None
+        if cgroup is not None and cgroup.memory_dir is not None:
+            name = "memory.usage_in_bytes" if cgroup.version == 1 else "memory.current"
+            try:
+                self._fd = os.open(cgroup.memory_dir / name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._fd = None
+
+    def read(self) -> int | None:
+        if self._fd is None:
+            return None
+        try:
+            text = os.pread(self._fd, 64, 0).strip()
+        except OSError:  # the cgroup was removed
+            return None
+        return int(text) if text.isdigit() else None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class UsageAlarm:
+    """cgroup v1's threshold notification: an eventfd the kernel signals when the cgroup's usage crosses
+    one of `levels`, up or down (`cgroup.event_control`, Documentation/admin-guide/cgroup-v1/memory.rst).
+
+    Registering writes to cgroup.event_control, which a container's read-only /sys/fs/cgroup refuses;
+    then `fd` is None and `problem` says why. cgroup v2 has no such notification for a level of usage
+    (its memory.events move only at memory.high and memory.max, where the kernel already acts).
+    """
+
+    def __init__(self, cgroup: Cgroup | None, levels: tuple[int, ...]) -> None:
+        self.levels = levels
+        self.fd: int | None = None
+        self.problem: str | None = None
+        self._usage_fd: int | None = None
+        if cgroup is None or cgroup.memory_dir is None:
+            self.problem = "no memory cgroup"
+            return
+        if cgroup.version != 1:
+            self.problem = "cgroup v2 has no usage threshold notification"
+            return
+        try:
+            event_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        except (AttributeError, OSError) as error:  # no eventfd (not Linux, or an old Python build)
+            self.problem = f"eventfd: {getattr(error, 'strerror', None) or error}"
+            return
+        try:
+            usage_fd = os.open(cgroup.memory_dir / "memory.usage_in_bytes", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            os.close(event_fd)
+            self.problem = f"memory.usage_in_bytes: {error.strerror}"
+            return
+        try:
+            for level in levels:  # one registration each, on the same eventfd
+                with open(cgroup.memory_dir / "cgroup.event_control", "w") as control:
+                    control.write(f"{event_fd} {usage_fd} {level}")
+        except OSError as error:
+            os.close(event_fd)
+            os.close(usage_fd)
+            self.problem = f"cgroup.event_control: {error.strerror}"
+            return
+        self.fd, self._usage_fd = event_fd, usage_fd
+
+    def clear(self) -> bool:
+        """Whether the kernel signalled a crossing since the last clear (and reset the count)."""
+        if self.fd is None:
+            return False
+        try:
+            return os.eventfd_read(self.fd) > 0
+        except BlockingIOError:
+            return False
+
+    def close(self) -> None:
+        """Unregister (the kernel drops the threshold when its eventfd is closed)."""
+        for fd in (self.fd, self._usage_fd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self._usage_fd = None
 
 
 def read_memory(cgroup: Cgroup) -> CgroupMemory:

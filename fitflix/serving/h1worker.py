@@ -63,6 +63,9 @@ BODY_BUFFER_BYTES = 65536
 DRAIN_MAX_BYTES = 65536
 CUT_LOG_INTERVAL_S = 60.0
 LOOP_TICK_S = 1.0
+# An idle loop (no connection, no access line or cut report pending) sleeps a quarter of the worker
+# timeout, at most this long: the heartbeat gunicorn's master reads needs no more (BENCHMARKS part 21).
+IDLE_TICK_MAX_S = 10.0
 LINGER_S = 2.0
 # How long a stopping worker keeps its kept-alive connections (gunicorn's gthread: STOP_KEEPALIVE_LINGER).
 STOP_KEEPALIVE_LINGER_S = 2.0
@@ -451,6 +454,10 @@ class _Wake:
             pass
 
 
+def _nothing_pending() -> bool:
+    return False
+
+
 class FitflixWorker(base.Worker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -473,6 +480,8 @@ class FitflixWorker(base.Worker):
         self.busy = 0
         self._busy_lock = threading.Lock()
         self.cuts: Counter[str] = Counter()
+        self.lines_pending = _nothing_pending  # the logger's, once the loop runs
+        self.idle_tick_s = LOOP_TICK_S  # the settings', once the loop runs
         self.cuts_unshared: Counter[str] = Counter()
         self.cuts_logged_at = -CUT_LOG_INTERVAL_S
         self._date = (0, "")
@@ -528,6 +537,7 @@ class FitflixWorker(base.Worker):
         if buffered:
             self.log.buffer_access_lines()
         flush = getattr(self.log, "flush_access_lines", None)
+        self.lines_pending = getattr(self.log, "access_lines_pending", _nothing_pending)
         notified = 0.0
         try:
             while self.alive:
@@ -572,6 +582,7 @@ class FitflixWorker(base.Worker):
         self.pre_request = cfg.pre_request
         self.post_request = cfg.post_request
         self.keepalive_on = cfg.keepalive > 0
+        self.idle_tick_s = max(LOOP_TICK_S, min(IDLE_TICK_MAX_S, cfg.timeout / 4))
         self.script_name = wsgi_script_name()
         self.base_environ = {
             "wsgi.version": (1, 0),
@@ -586,12 +597,16 @@ class FitflixWorker(base.Worker):
         }
 
     def _poll_timeout(self, now: float) -> float:
-        soonest = now + LOOP_TICK_S
+        """Until the soonest timer; with nothing to time, a second while lines or cuts wait to be written,
+        else the idle tick (the heartbeat's, and the parent check's)."""
+        soonest = now + self.idle_tick_s
         for timers in (self.head_timers, self.idle_timers):
             if timers:
                 soonest = min(soonest, timers[0][0])
         if self.lingering:
             soonest = min(soonest, self.lingering[0][0])
+        if soonest > now + LOOP_TICK_S and (self.cuts or self.lines_pending()):
+            soonest = now + LOOP_TICK_S
         return max(0.0, soonest - now)
 
     def _drain_wake(self, fd: int) -> None:

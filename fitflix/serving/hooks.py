@@ -356,6 +356,8 @@ def pre_fork(server, worker) -> None:
     server.log.debug(
         "pre_fork: gc.collect() freed %s unreachable objects; %s frozen", unreachable, gc.get_freeze_count()
     )
+    if _monitor is not None:
+        _monitor.look_after_boot()  # what a fresh worker holds, read while it is one (the guard's yardstick)
 
 
 def nworkers_changed(server, new_value: int, old_value: int | None) -> None:

@@ -245,6 +245,10 @@ class FitflixLogger(Logger):
                 else:
                     handler.flush_due(now)
 
+    def access_lines_pending(self) -> bool:
+        """Whether access lines wait to be written (the worker's loop then turns within a second)."""
+        return any(getattr(handler, "pending", None) for handler in self.access_log.handlers)
+
     def atoms(self, resp, req, environ, request_time) -> dict:
         """gunicorn's access-log atoms without the Basic user name, and with secret query values replaced."""
         atoms = super().atoms(resp, req, environ, request_time)

@@ -1,5 +1,13 @@
 """The master's memory monitor: a thread that samples the container every second, logs, and guards.
 
+A sample is cheap until memory is high. Where the cgroup's limit is the service's, one pread of
+its usage, which counts page cache and so is never below the working set the status is judged on:
+under the warning level, nothing more is read; at or past it, the working set (memory.stat) too.
+Elsewhere, the RSS of every process from statm, never below the service's PSS. The whole report
+(smaps of every process, about 0.4 ms each) is read only when that figure is at or past the
+warning level, when a log line is due, or when a worker booted (what a fresh worker holds, for the
+guard). An idle service's monitor costs one small read a second (BENCHMARKS part 21).
+
 While a replacement overlaps the worker it replaces (`surge.py`), it also watches the
 container's usage every `overlap.WATCH_INTERVAL_S` and acts before the critical level
 (`overlap.OverlapWatch`).
@@ -11,13 +19,15 @@ the recycler, is `recycler.py`.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
 
-from fitflix.memory.cgroup import read_working_set
+from fitflix.memory.cgroup import UsageAlarm, UsageFile, read_working_set
 from fitflix.memory.container import MIB, format_mb
-from fitflix.memory.report import MemoryProbe, cgroup_limit_in_force
+from fitflix.memory.reader import proc_mounted, statm_memory
+from fitflix.memory.report import MemoryProbe, MemoryReport, cgroup_limit_in_force
 from fitflix.serving.overlap import HOLD, RELEASE, RETIRE_NOW, WATCH_INTERVAL_S, OverlapWatch, forecast, rate_between
 from fitflix.serving.recycle import (
     EFFECTIVE,
@@ -30,6 +40,18 @@ from fitflix.serving.recycle import (
 from fitflix.serving.recycler import CLEANUP_SIGNAL
 from fitflix.serving.sizing import FRESH_WORKER_ALLOWANCE_MB, Plan
 from fitflix.serving.state import SharedState
+
+# Under the warning level, where the kernel signals a crossing of it (cgroup v1's threshold), the
+# monitor looks this often: for a worker that booted (what a fresh worker holds), and its own readings.
+QUIET_LOOK_S = 10.0
+# A worker forked this long ago has booted (its app loaded), and is still fresh: the monitor reads it then.
+BOOT_LOOK_S = 1.0
+# For a second after the kernel's word of a crossing, at or past the warning level, the monitor looks
+# this often (the cgroup's usage and working set, tens of microseconds): the working set lags the
+# usage the kernel signals on (it leaves out inactive page cache), and a fast leak passes the critical
+# level within that second.
+CROSSING_LOOK_S = 0.1
+CROSSING_BURST_S = 1.0
 
 
 class MemoryMonitor(threading.Thread):
@@ -60,40 +82,183 @@ class MemoryMonitor(threading.Thread):
         self.guard_pid = 0
         self.surge = None  # fitflix.serving.surge.Surge, set by when_ready: the overlap's phases
         self.overlap: OverlapWatch | None = None
-        self._wake = threading.Event()
-        self._last_used: tuple[float, int] | None = None  # (monotonic, judged usage) of the last look
+        self._wake_r: int | None = None  # a pipe (made by `run`) that ends a sleep: an overlap to watch, the stop
+        self._wake_w: int | None = None
+        self._alarm: UsageAlarm | None = None  # the kernel's word when usage crosses the warning level
+        self._alarm_said = False
+        self._below_warn = False  # the last look read the cgroup's usage under the warning level
+        self._crossed_at: float | None = None  # when the kernel last said usage crossed a level
+        self._boot_look_at: float | None = None  # a look due after a worker's fork (`look_after_boot`)
+        # (monotonic, bytes) of the last look, and whether that figure was the cgroup's usage (an idle
+        # look: page cache included) or the judged figure: a rate is measured against the same kind.
+        self._last_used: tuple[float, int] | None = None
+        self._last_was_usage = False
+        self._usage = UsageFile(probe.cgroup)
+        # Whether the cgroup's working set is the judged figure (its limit is the service's): known
+        # from each whole report, None before the first.
+        self._cgroup_judged: bool | None = None
+        self._statm = proc_mounted(probe.root)
+        self._workers_seen: set[int] = set()
+        self.reports = 0  # whole reports read (smaps of every process), for the bench's count
 
     def run(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        os.register_at_fork(after_in_child=self._close_in_child)
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        alarm_fd: int | None = None
         next_tick = time.monotonic() + 1.0
         while not self.stopping.is_set():
+            if self._arm_alarm() and self._alarm.fd != alarm_fd:
+                if alarm_fd is not None:
+                    poller.unregister(alarm_fd)
+                alarm_fd = self._alarm.fd
+                poller.register(alarm_fd, select.POLLIN)
+            if self._boot_look_at is not None:
+                next_tick = min(next_tick, self._boot_look_at)
+                self._boot_look_at = None
             wait_s = WATCH_INTERVAL_S if self.overlap is not None else next_tick - time.monotonic()
-            if wait_s > 0 and self._wake.wait(wait_s):
-                self._wake.clear()
+            if wait_s > 0:
+                poller.poll(wait_s * 1000)
+                self._drain_wake()
             if self.stopping.is_set():
                 return
             now = time.monotonic()
+            crossed = self._alarm is not None and self._alarm.clear()
+            if crossed:
+                self._crossed_at = now
+                self.server.log.debug("Memory monitor: the kernel says usage crossed a level")
             try:
                 if self.overlap is not None:
                     self.watch_overlap(now)
-                if now >= next_tick:
-                    next_tick = now + 1.0
+                if now >= next_tick or crossed:
                     self.tick()
+                    next_tick = now + self.next_look_s(now)
             except Exception:  # the monitor must outlive any one bad sample
                 self.server.log.exception("Memory monitor sample failed")
 
+    def look_after_boot(self) -> None:
+        """The arbiter's thread, before it forks a worker: look (a whole report) about BOOT_LOOK_S after.
+
+        The guard needs what a fresh worker holds (its smallest USS seen): a quiet monitor would
+        first see the new worker at the next crossing, grown by then under a fast leak.
+        """
+        self._boot_look_at = time.monotonic() + BOOT_LOOK_S
+        self.wake()
+
+    def next_look_s(self, now: float) -> float:
+        """A second; while the kernel will say when usage crosses the warning level and it is under it,
+        QUIET_LOOK_S (a worker booted meanwhile is looked at then), and never past the next usage line."""
+        if self._below_warn and self._alarm is not None and self._alarm.fd is not None:
+            return max(1.0, min(QUIET_LOOK_S, self.policy.usage_due_in(now)))
+        if self._crossed_at is not None and now - self._crossed_at < CROSSING_BURST_S:
+            return CROSSING_LOOK_S  # a leak past the warning level may pass the critical one within the second
+        return 1.0
+
+    def _arm_alarm(self) -> bool:
+        """Keep the kernel's threshold at the warning level (re-armed when the plan moves it); False where
+        the kernel cannot be asked (said once in the log)."""
+        if not self._cgroup_judged or self._alarm_said and self._alarm is None:
+            return False
+        levels = threshold_bytes(self.plan.limit_mb * MIB, self.plan)
+        if self._alarm is not None and self._alarm.levels == levels:
+            return True
+        if self._alarm is not None:
+            self._alarm.close()
+        # The critical level too: a leak fast enough to pass it within a second of the warning
+        # level's word is judged when it does, not at the next look.
+        alarm = UsageAlarm(self.probe.cgroup, levels)
+        if alarm.fd is None:
+            self._alarm = None
+            if not self._alarm_said:
+                self.server.log.info(
+                    "Memory monitor: the kernel cannot signal a crossing of the warning level here (%s); "
+                    "the monitor reads the cgroup's usage every second",
+                    alarm.problem,
+                )
+            self._alarm_said = True
+            return False
+        self._alarm = alarm
+        if not self._alarm_said:
+            self.server.log.info(
+                "Memory monitor: the kernel signals when usage crosses the warning level (%sMB) or the "
+                "critical level (%sMB); below the warning level the monitor looks every %.0f s",
+                format_mb(levels[0]),
+                format_mb(levels[1]),
+                QUIET_LOOK_S,
+            )
+        self._alarm_said = True
+        return True
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wake(self) -> None:
+        if self._wake_w is None:  # not running
+            return
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:  # the pipe is full: a wake is already pending
+            pass
+
+    def _close_in_child(self) -> None:
+        # A worker inherits the master's fds: its copy of the alarm would keep the threshold registered.
+        for fd in (self._wake_r, self._wake_w):
+            if fd is not None:
+                os.close(fd)
+        self._wake_r = self._wake_w = None
+        if self._alarm is not None:
+            self._alarm.close()
+            self._alarm = None
+
     def stop(self) -> None:
         self.stopping.set()
-        self._wake.set()
+        self.wake()
 
     def tick(self) -> None:
         now = time.monotonic()
         if self.own_reader is not None and self.shared is not None:
             rss, _data = self.own_reader.read()
             self.shared.publish_master_memory(rss, self.own_reader.is_peak)
-        report = self.probe.report("master", self.master_pid)
-        self._last_used = (now, report.used_bytes)
-        status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
+        report = None
+        workers = set(self.probe.worker_pids())
+        booted = not workers <= self._workers_seen  # read its USS: what a fresh worker holds
+        self._workers_seen = workers
+        cheap = self.cheap_used()
+        limit_bytes = self.plan.limit_mb * MIB
+        cheap_status = (
+            None
+            if cheap is None
+            else memory_status(100.0 * cheap[0] / limit_bytes, self.plan.warn_percent, self.plan.critical_percent)
+        )
+        self._below_warn = cheap is not None and cheap[1] == "usage"
+        # The status is known from the cheap figure when it is the judged one (or usage, under the
+        # warning level), or when even that upper bound is OK.
+        status = cheap_status if cheap is not None and (cheap[1] is not None or cheap_status == "OK") else None
+        whole = (
+            status is None
+            or status == "CRITICAL"  # the guard needs every worker's USS
+            or booted
+            or status != self.policy.reported_status  # an alert line, which gives the whole summary
+            or self.policy.usage_due_in(now) == 0
+        )
+        if not whole:
+            if cheap[1] is not None:
+                self._last_used, self._last_was_usage = (now, cheap[0]), cheap[1] == "usage"
+        else:
+            report = self.whole_report()
+            status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
         log_usage, log_alert = self.policy.step(now, status)
+        if report is None:
+            self.guard_policy.calm()
+            return
+        self._last_used, self._last_was_usage = (now, report.used_bytes), False
         worker_uss = {
             process.memory.pid: process.memory.private_bytes()
             for process in report.processes
@@ -123,6 +288,36 @@ class MemoryMonitor(threading.Thread):
         else:
             self.guard_policy.calm()
 
+    def whole_report(self) -> MemoryReport:
+        report = self.probe.report("master", self.master_pid)
+        self.reports += 1
+        self._cgroup_judged = cgroup_limit_in_force(report.limit_bytes, report.cgroup_memory)
+        return report
+
+    def cheap_used(self) -> tuple[int, str | None] | None:
+        """(bytes, what they are) from small reads, never below the judged figure; None where none serve.
+
+        What they are: "usage" (the cgroup's, page cache included), "working set" (the judged figure
+        itself), or None (every process's RSS summed: never below the service's PSS, which counts a
+        shared page once; no rate is measured on it).
+        """
+        if self._cgroup_judged:
+            usage = self._usage.read()
+            warn_bytes, _critical = threshold_bytes(self.plan.limit_mb * MIB, self.plan)
+            if usage is not None and usage < warn_bytes:
+                return usage, "usage"
+            working_set = read_working_set(self.probe.cgroup)
+            if working_set is not None:
+                return working_set, "working set"
+        if self._cgroup_judged is None or not self._statm:
+            return None
+        total = 0
+        for pid in (self.master_pid, *self._workers_seen):
+            memory = statm_memory(pid, self.probe.root)
+            if memory is not None:  # None: it ended, and holds nothing
+                total += memory.rss_bytes
+        return total, None
+
     def used_now(self) -> tuple[int, bool]:
         """(the judged usage read now, whether the overlap can be watched on the cgroup's cheap figure).
 
@@ -143,7 +338,8 @@ class MemoryMonitor(threading.Thread):
         used_bytes, watchable = self.used_now()
         _warn, critical_bytes = threshold_bytes(self.plan.limit_mb * MIB, self.plan)
         rate_bytes_per_s, per_request_bytes = self.shared.surge_growth() if self.shared is not None else (0, 0)
-        container_rate = rate_between(self._last_used, (now, used_bytes))
+        usage = self._usage.read() if self._last_was_usage else None
+        container_rate = rate_between(self._last_used, (now, used_bytes if usage is None else usage))
         rate = max(rate_bytes_per_s, container_rate or 0.0)
         # Not the smallest worker seen: the first sample may come after a leak began (92 MB seen so).
         fresh_bytes = FRESH_WORKER_ALLOWANCE_MB * MIB
@@ -154,7 +350,7 @@ class MemoryMonitor(threading.Thread):
             self.overlap = OverlapWatch(
                 old_pid, critical_bytes, fresh_bytes, rate, per_request_bytes, self.plan.threads
             )
-            self._wake.set()
+            self.wake()
         return outlook.fits, outlook.text()
 
     def watch_overlap(self, now: float) -> None:

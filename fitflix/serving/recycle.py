@@ -345,6 +345,12 @@ class MonitorLogPolicy:
         self.last_alert_log: dict[str, float] = {}
         self.reported_status = "OK"
 
+    def usage_due_in(self, now: float) -> float:
+        """Seconds until the next usage line (0 when it is due)."""
+        if self.last_usage_log is None:
+            return 0.0
+        return max(self.last_usage_log + self.interval_s - now, 0.0)
+
     def step(self, now: float, status: str) -> tuple[bool, bool]:
         """(log the usage line now, log an alert for `status` now)."""
         log_usage = self.last_usage_log is None or now - self.last_usage_log >= self.interval_s

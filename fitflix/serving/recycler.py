@@ -65,6 +65,10 @@ REPORT_MAX_TRACE_BYTES = 8 * MIB
 # (the master gives a replacement BOOT_TIMEOUT_S to boot, then retires the old worker anyway).
 SURGE_WAIT_S = BOOT_TIMEOUT_S + 10.0
 
+# The timeout watch looks this often while a request is in flight or a replacement is awaited
+# (capped at a quarter of the timeout); idle, it sleeps half the timeout.
+WATCH_BUSY_S = 1.0
+
 # A worker's growth rate, as it tells the master when it asks to be replaced: the faster of its whole
 # life's and the last window's (a leak that began late, or sped up, shows there first).
 RATE_WINDOW_S = 1.0
@@ -153,6 +157,7 @@ class WorkerRecycler:
         self._ask_lock = threading.Lock()
         self._exited = False
         self._stopping = threading.Event()
+        self._look = threading.Event()  # wakes the timeout watch: a replacement is awaited, or the worker ends
         # Started before the data limit is measured, so its stack is already counted in it.
         self._timeout_watch = threading.Thread(target=self._watch_timeouts, name="fitflix-request-timeout", daemon=True)
         self._timeout_watch.start()
@@ -329,6 +334,7 @@ class WorkerRecycler:
             if self.asked_at is not None:
                 return
             self.waiting = reason
+            self._look.set()  # the watch now looks every second: asks again, or gives up waiting
             now = time.monotonic()
             rss = self.figures[0] if self.figures is not None else self.read()[0]
             rate, per_request = self.growth_rate(now, rss, self._uss_now(now, rss))
@@ -361,7 +367,11 @@ class WorkerRecycler:
         waiting for the stuck one.
         """
         timeout_s = self.plan.timeout_s
-        while not self._stopping.wait(min(1.0, timeout_s / 4)):
+        while True:
+            if self._look.wait(self._next_look_s(timeout_s)):
+                self._look.clear()
+            if self._stopping.is_set():
+                return
             if self.reason is None and self.waiting is not None and self.asked_at is None:
                 # Its ask was refused while another worker's replacement was under way, and a
                 # request's end may not come to ask again: an idle worker past its count asks here.
@@ -391,6 +401,21 @@ class WorkerRecycler:
                 self._stopping.wait(0.02)
             self.finish()
             return
+
+    def stop_watch(self) -> None:
+        """End the timeout watch (and any hold): this worker is ending."""
+        self._stopping.set()
+        self._look.set()
+
+    def _next_look_s(self, timeout_s: float) -> float:
+        """Every second while a request is in flight or a replacement is awaited; idle, every half timeout.
+
+        An idle worker's watch sleeps (BENCHMARKS part 21): a request that starts while it does is seen
+        within half the timeout, so it is still found hung within a second of its deadline.
+        """
+        if self._in_flight or self.waiting is not None or self.reason is not None:
+            return min(WATCH_BUSY_S, timeout_s / 4)
+        return max(WATCH_BUSY_S, timeout_s / 2)
 
     def _open_connections(self) -> int:
         open_connections = getattr(self.worker, "nr_conns", None)
@@ -422,7 +447,7 @@ class WorkerRecycler:
             if self._exited:
                 return None
             self._exited = True
-        self._stopping.set()
+        self.stop_watch()
         reason = self.exit_reason()
         if reason is None:
             return None

@@ -51,6 +51,11 @@ from fitflix.serving.state import SharedState
 # on to manage_workers, where the surge steps. Harmless to gunicorn whatever its state.
 WAKE_SIGNAL = signal.SIGCHLD
 
+# The arbiter's loop waits for a signal one second at a time (gunicorn's); while no replacement is
+# under way it waits a quarter of the worker timeout, at most this long: a signal still ends the wait
+# at once, and a hung worker is still found within the timeout (BENCHMARKS part 21).
+IDLE_WAIT_MAX_S = 10.0
+
 # A replacement that has not booted in this long is given up on: the old worker leaves anyway
 # (the new one, if it ever boots, simply serves).
 BOOT_TIMEOUT_S = 30.0
@@ -99,8 +104,13 @@ class Surge:
         self._lock = threading.Lock()
 
     def install(self) -> None:
-        """Master, in when_ready: step before every manage_workers, abandon on SIGHUP."""
+        """Master, in when_ready: step before every manage_workers, abandon on SIGHUP, and let the
+        arbiter's loop sleep longer while nothing is under way."""
         manage_workers, handle_hup = self.server.manage_workers, self.server.handle_hup
+        wait_for_signals = self.server.wait_for_signals
+
+        def waited(timeout: float = 1.0) -> list:
+            return wait_for_signals(timeout=timeout if self.current is not None else self.idle_wait_s())
 
         def managed() -> None:
             self.step()
@@ -116,6 +126,11 @@ class Surge:
 
         self.server.manage_workers = managed
         self.server.handle_hup = hup
+        self.server.wait_for_signals = waited
+
+    def idle_wait_s(self) -> float:
+        """How long the arbiter's loop waits for a signal while no replacement is under way."""
+        return max(1.0, min(IDLE_WAIT_MAX_S, (self.server.timeout or 0) / 4))
 
     def _set_num_workers(self, value: int) -> None:
         self.own_change = True

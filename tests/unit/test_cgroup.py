@@ -8,6 +8,8 @@ import pytest
 
 from fitflix.memory.cgroup import (
     Pressure,
+    UsageAlarm,
+    UsageFile,
     cpu_quota,
     find_cgroup,
     memory_limit_bytes,
@@ -383,3 +385,28 @@ def test_this_machine_agrees_with_proc_self_cgroup():
     after = int(usage_file.read_text())
     # The same file read a moment apart: other processes in the cgroup move it a little.
     assert min(before, after) - 8 * MIB <= usage <= max(before, after) + 8 * MIB
+
+
+def test_usage_is_read_anew_from_its_kept_file_each_look(tmp_path):
+    make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=100 * MIB)
+    usage = UsageFile(find_cgroup(tmp_path))
+    assert usage.read() == 100 * MIB
+    make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=300 * MIB)  # the kernel charged more since
+    assert usage.read() == 300 * MIB
+    usage.close()
+    assert usage.read() is None
+    assert UsageFile(None).read() is None  # no cgroup: nothing to read, and no error
+
+
+def test_the_usage_alarm_says_why_it_cannot_listen_on_v2_or_where_event_control_is_refused(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB)
+    v2 = UsageAlarm(find_cgroup(tmp_path), (400 * MIB,))
+    assert v2.fd is None and "cgroup v2" in v2.problem and v2.clear() is False
+
+    v1_root = tmp_path / "v1"
+    make_cgroup_v1(v1_root, "/app", limit_bytes=512 * MIB)
+    cgroup = find_cgroup(v1_root)
+    (cgroup.memory_dir / "cgroup.event_control").mkdir()  # cannot be written, as a read-only mount's cannot
+    refused = UsageAlarm(cgroup, (400 * MIB, 460 * MIB))
+    assert refused.fd is None and refused.problem.startswith("cgroup.event_control: ")
+    assert UsageAlarm(None, (1,)).problem == "no memory cgroup"

@@ -234,3 +234,69 @@ def test_the_watch_retires_a_still_serving_old_worker_and_holds_the_others_once_
     assert any("retiring worker 5002 now" in line for line in lines)
     assert any("hold new requests until it is gone" in line for line in lines)
     assert any("worker 5002 is gone; the workers take requests again" in line for line in lines)
+
+
+# --- a quiet monitor: the whole report only when it is needed ----------------------------------
+
+
+def test_under_the_warning_level_a_look_reads_the_cgroups_usage_and_no_smaps(tmp_path, sent):
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()  # the first: the usage line is due
+    assert monitor.reports == 1
+    for _ in range(5):
+        monitor.tick()
+    assert monitor.reports == 1 and sent == []
+
+    charge(tmp_path, 420)  # past the warning level (409.6 MB): the alert line, with the whole summary
+    monitor.tick()
+    assert monitor.reports == 2 and "Memory WARNING" in monitor.server.log.lines[-1][1]
+    monitor.tick()  # still WARNING, already said: the working set alone
+    assert monitor.reports == 2
+
+    charge(tmp_path, 480)  # critical: the guard needs every worker's USS, each look
+    monitor.tick()
+    monitor.tick()
+    assert monitor.reports == 4 and sigterms(sent) == [5002]
+
+
+def test_page_cache_past_the_warning_level_costs_the_working_set_not_the_whole_report(tmp_path, sent):
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()
+    make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=450 * MIB, inactive_file=300 * MIB)
+    monitor.tick()
+    assert monitor.reports == 1 and not monitor._below_warn  # usage is past it: the next look is a second away
+    assert [level for level, _ in monitor.server.log.lines] == ["info"]
+
+
+def test_a_worker_that_booted_is_read_whole_once_for_what_a_fresh_worker_holds(tmp_path, sent):
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()
+    make_proc(tmp_path, 5004, MASTER, smaps_rollup=smaps_rollup_text(25 * 1024, 12 * 1024, 0, 12 * 1024))
+    monitor.live_workers[5004] = 12
+    monitor.tick()
+    monitor.tick()
+    assert monitor.reports == 2 and monitor.guard_policy.fresh_worker_uss_bytes == 12 * MIB
+
+
+class ArmedAlarm:
+    fd = 99  # never polled: next_look_s only asks whether the kernel will say
+
+
+def test_looks_are_ten_seconds_apart_while_the_kernel_listens_and_a_tenth_after_its_word(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: clock[0])
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()  # the first look learns whether the cgroup's figure is the judged one
+    monitor.tick()
+    assert monitor.next_look_s(clock[0]) == 1.0  # nobody will say when usage crosses a level
+
+    monitor._alarm = ArmedAlarm()
+    assert monitor.next_look_s(clock[0]) == monitor_module.QUIET_LOOK_S
+    clock[0] += 55  # the usage line is due in 5 s: the look comes then
+    assert monitor.next_look_s(clock[0]) == 5.0
+
+    charge(tmp_path, 420)
+    monitor._crossed_at = clock[0]  # the kernel's word
+    monitor.tick()
+    assert monitor.next_look_s(clock[0]) == monitor_module.CROSSING_LOOK_S
+    assert monitor.next_look_s(clock[0] + monitor_module.CROSSING_BURST_S) == 1.0

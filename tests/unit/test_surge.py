@@ -40,6 +40,8 @@ class FakeArbiter:
         self.reloads = 0
         self.surge: Surge | None = None
         self._num_workers = workers
+        self.timeout = 30  # gunicorn's worker timeout
+        self.waits: list[float] = []  # each wait of the arbiter's loop for a signal
         self.manage_workers()
 
     @property
@@ -66,6 +68,10 @@ class FakeArbiter:
         self.WORKERS[pid] = FakeWorkerEntry(self.worker_age)
         self.next_pid += 1
         return pid
+
+    def wait_for_signals(self, timeout: float = 1.0) -> list:
+        self.waits.append(timeout)
+        return []
 
     def handle_hup(self) -> None:
         self.reloads += 1
@@ -300,3 +306,19 @@ def test_retire_early_is_refused_for_another_worker_or_after_the_handover():
     arbiter.manage_workers()  # retired by the surge itself
     assert not surge.retire_early(OLD)
     assert arbiter.sent == [(OLD, signal.SIGTERM)]
+
+
+def test_the_arbiters_loop_waits_a_quarter_timeout_while_idle_and_a_second_while_a_replacement_boots():
+    arbiter, shared, _surge, _clock = setup(workers=1)
+    old = newest(arbiter)
+
+    arbiter.wait_for_signals(timeout=1.0)  # what gunicorn's loop asks for
+    assert arbiter.waits == [7.5]  # a signal still ends the wait at once; a hung worker is found in time
+
+    assert shared.request_surge(old)
+    arbiter.manage_workers()  # the replacement is spawned
+    arbiter.wait_for_signals(timeout=1.0)
+    assert arbiter.waits[-1] == 1.0  # its boot timeout is looked at every second
+
+    arbiter.timeout = 2
+    assert _surge.idle_wait_s() == 1.0  # never longer than gunicorn's own second

@@ -403,7 +403,8 @@ def test_the_guards_target_logs_the_guard_as_its_reason(recyclers, caplog):
 
 
 def test_a_request_stuck_past_the_timeout_replaces_the_worker(recyclers):
-    recycler = recyclers.make(FakeWorker(), SharedState())
+    # A 2 s timeout: the idle watch sleeps half of it, so it sees the request within a second here.
+    recycler = recyclers.make(FakeWorker(), SharedState(), worker_timeout_s=2)
     finished: list[str | None] = []
     recycler.finish = lambda: finished.append(recycler.reason)  # the real one ends the process
     recycler.request_started()
@@ -412,6 +413,18 @@ def test_a_request_stuck_past_the_timeout_replaces_the_worker(recyclers):
 
     poll_until(lambda: finished, 10, "the timeout watch to replace the worker")
     assert finished == ["timeout"] and recycler.worker.alive is False
+
+
+def test_the_timeout_watch_sleeps_half_the_timeout_while_idle_and_looks_every_second_while_busy(recyclers):
+    recycler = recyclers.make(FakeWorker(), SharedState())  # WORKER_TIMEOUT_S=30
+    timeout_s = recycler.plan.timeout_s
+    assert recycler._next_look_s(timeout_s) == timeout_s / 2  # a request started meanwhile is seen in time
+
+    recycler.request_started()
+    assert recycler._next_look_s(timeout_s) == 1.0
+    serve(recycler)  # answered: idle again
+    assert recycler._next_look_s(timeout_s) == timeout_s / 2
+    assert recycler._next_look_s(2) == 1.0  # never longer than a second past a short timeout's deadline
 
 
 def test_with_no_replacement_in_time_it_leaves_on_its_own(recyclers):
@@ -515,7 +528,7 @@ def test_a_worker_on_its_peak_recycles_for_memory_with_no_backstop_and_publishes
         assert recycler.worker.alive is False
         assert state.published_memory(os.getpid()) == ((plan.worker_budget_mb + 1) * MIB, "peak")
     finally:
-        recycler._stopping.set()
+        recycler.stop_watch()
         for thread in threading.enumerate():
             if thread.name == "fitflix-request-timeout":
                 thread.join(timeout=5)

@@ -1,0 +1,69 @@
+"""A quiet service: the master's monitor waits for the kernel's word below the warning level, and acts on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from fitflix.memory.cgroup import Cgroup, UsageAlarm, UsageFile
+from fitflix.memory.container import MIB
+from harness.fitflix_log import parse_recycles
+from harness.load import run_load
+from harness.wait import poll_until
+
+LEAKY = "harness.apps.leaky:app"
+ARMED = "the kernel signals when usage crosses the warning level"
+REFUSED = "the kernel cannot signal a crossing of the warning level here"
+CROSSED = "the kernel says usage crossed a level"
+
+
+def as_service_sees_it(cgroup) -> Cgroup:
+    return Cgroup(cgroup.version, cgroup.directory, None, cgroup.directory.parent, None, "/test")
+
+
+@pytest.mark.cgroup
+def test_the_kernel_signals_a_crossing_of_a_level_of_a_real_cgroup_up_and_down(memory_cgroup, memory_holder):
+    cgroup = memory_cgroup(512)
+    seen = as_service_sees_it(cgroup)
+    level = UsageFile(seen).read() + 64 * MIB
+    alarm = UsageAlarm(seen, (level,))
+    try:
+        if cgroup.version == 2:
+            assert alarm.fd is None and "cgroup v2" in alarm.problem  # no level notification there: said, not faked
+            return
+        assert alarm.fd is not None, alarm.problem
+        assert alarm.clear() is False  # nothing crossed yet
+
+        holder = memory_holder(cgroup, 128)
+        poll_until(alarm.clear, 10, "the kernel's word that usage went past the level")
+        holder.stop()
+        poll_until(alarm.clear, 10, "the kernel's word that usage came back under it")
+    finally:
+        alarm.close()
+
+
+@pytest.mark.cgroup
+def test_below_warn_the_monitor_waits_for_the_kernel_and_the_guard_acts_on_the_crossing(live_server, memory_cgroup):
+    cgroup = memory_cgroup(512)
+    env = {
+        "WORKER_MAX_MEMORY_MB": "400",  # only the master's guard can act before the OOM killer
+        "MEMORY_WARN_PERCENT": "50",
+        "MEMORY_CRITICAL_PERCENT": "60",
+        "LOG_LEVEL": "debug",
+    }
+    server = live_server(env, app=LEAKY, cgroup=cgroup)
+    said = poll_until(lambda: ARMED in server.log() or REFUSED in server.log(), 10, "the monitor's way of waiting")
+    assert said
+    armed = ARMED in server.log()
+    assert armed is (cgroup.version == 1), server.log()  # v1 listens; v2 reads a second apart, and says so
+
+    def leak_until_guarded():
+        result = run_load(server.port, "/leak?mb=4", requests=10, clients=1, time_limit_s=10)
+        assert result.failed == 0, result.statuses
+        return parse_recycles(server.log(), "guard")
+
+    poll_until(leak_until_guarded, 60, "a guard recycle")
+    log = server.log()
+    assert "Memory CRITICAL" in log and "Memory guard: recycling worker" in log
+    if armed:  # the kernel's word woke the monitor before it judged the usage critical
+        assert log.index(CROSSED) < log.index("Memory CRITICAL")
+    assert cgroup.oom_kills() == 0
