@@ -44,6 +44,7 @@ from bench import (
     plots,
     portable,
     profiles,
+    quiet,
     recycle,
     rolling,
     slow_clients,
@@ -88,6 +89,7 @@ PARTS = {
     18: cgroup_v2.LEAK,  # in a cgroup v2 guest: bash scripts/test-v2 --bench
     19: cgroup_v2.SPIKE_SWEEP,
     20: leak_sweep,
+    21: quiet,
 }
 # Parts run only where the process's cgroup is v2: in the guest that `bash scripts/test-v2 --bench` boots.
 GUEST_PARTS = (18, 19)

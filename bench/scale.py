@@ -29,6 +29,8 @@ class Scale:
     rolling_rounds: int  # rounds of rolling restarts behind HAProxy, every instance once a round (part 11)
     rolling_time_limit_s: float  # the bound on one peer's client load through HAProxy (part 11)
     leak_sweep_cells: tuple[leak_sweep.LeakCell, ...]  # FitFlix's cells of the leak sweep (part 20)
+    idle_rounds: int = 3  # windows with no request, each server (part 21)
+    idle_window_s: float = 15.0  # longer than the quiet monitor's 10 s look, so one falls in each
 
 
 FULL = Scale(
@@ -73,4 +75,6 @@ QUICK = Scale(
     rolling_rounds=1,
     rolling_time_limit_s=90,
     leak_sweep_cells=leak_sweep.PAIRWISE,  # every pair of values in 12 cells, as the live tests run them
+    idle_rounds=1,
+    idle_window_s=11.0,
 )

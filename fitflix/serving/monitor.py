@@ -213,6 +213,7 @@ class MemoryMonitor(threading.Thread):
             if fd is not None:
                 os.close(fd)
         self._wake_r = self._wake_w = None
+        self._usage.close()
         if self._alarm is not None:
             self._alarm.close()
             self._alarm = None

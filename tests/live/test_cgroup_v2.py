@@ -31,6 +31,7 @@ from harness.load import run_load
 from harness.metrics import metric_samples
 from harness.server import run_to_exit
 from harness.wait import poll_until
+from tests.live.test_quiet import the_guard_acts_past_critical
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.cgroup_v2]
 
@@ -199,3 +200,12 @@ def test_memory_high_below_memory_max_is_the_limit_the_service_plans_for(live_se
     assert cgroup.events()["high"] == high_before, cgroup.events()
     assert kills(cgroup) == {"oom_kill": 0, "oom_group_kill": 0}
     assert cgroup.peak_bytes() < 320 * MIB
+
+
+def test_with_no_crossing_event_on_v2_the_monitor_reads_every_second_and_the_guard_acts(live_server, v2_cgroup):
+    cgroup = v2_cgroup(512, "nested")
+
+    armed = the_guard_acts_past_critical(live_server, cgroup)
+
+    assert armed is False  # cgroup v2 has no usage threshold notification: said once, and read a second apart
+    assert kills(cgroup) == {"oom_kill": 0, "oom_group_kill": 0}
