@@ -129,6 +129,11 @@ class Census:
     elapsed_s: float
 
 
+# What a census of a freshly forked worker finds: gunicorn's master froze its whole heap before the
+# fork (hooks.pre_fork: gc.freeze), and a census never walks frozen objects.
+FORK_CENSUS = Census({}, {}, 0, 0, False, 0.0)
+
+
 @dataclass(frozen=True)
 class GrowthReport:
     """What one worker's report found; `as_dict` is its JSON, `line` its log line."""
@@ -446,7 +451,11 @@ class GrowthWatch:
         *,
         boot_time_limit_s: float = DEFAULT_BOOT_TIME_LIMIT_S,
         max_census_objects: int = MAX_CENSUS_OBJECTS,
+        boot_census: Census | None = None,
     ) -> None:
+        """`boot_census`: the baseline the type growth is counted from, if not a census taken now (the
+        recycler passes FORK_CENSUS: the heap at fork, all frozen and never counted, so a boot costs no
+        walk; the worker's own init objects, about a thousand, then count as growth)."""
         self.uss_at_boot_bytes = uss_bytes
         self.app_root = os.path.abspath(os.fspath(app_root))
         self.booted_monotonic_s = time.monotonic()
@@ -454,7 +463,7 @@ class GrowthWatch:
         self.notes: list[str] = []  # said once, in every report
         self._armed = False
         self._lock = threading.Lock()
-        self.boot_census = take_census(boot_time_limit_s, max_census_objects)
+        self.boot_census = take_census(boot_time_limit_s, max_census_objects) if boot_census is None else boot_census
         if self.boot_census.cut_short:
             self.notes.append(
                 f"boot census cut short after {self.boot_census.objects_seen} objects: type growth is overstated"

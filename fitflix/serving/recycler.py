@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fitflix.memory.container import MIB, format_mb
-from fitflix.memory.growth import ARM_FRACTION, DEFAULT_REPORT_TIME_LIMIT_S, GrowthWatch
+from fitflix.memory.growth import ARM_FRACTION, DEFAULT_REPORT_TIME_LIMIT_S, FORK_CENSUS, GrowthWatch
 from fitflix.memory.heap import malloc_trim
 from fitflix.memory.process import pid_alive
 from fitflix.memory.reader import read_process_memory, self_memory_reader
@@ -162,8 +162,9 @@ class WorkerRecycler:
         self._timeout_watch = threading.Thread(target=self._watch_timeouts, name="fitflix-request-timeout", daemon=True)
         self._timeout_watch.start()
         self.apply_plan(plan)
-        # What grew (fitflix.memory.growth): the boot census now, tracing past ARM_FRACTION of the threshold.
-        self.growth = GrowthWatch(uss, app_root or os.getcwd())
+        # What grew (fitflix.memory.growth): counted from the heap at fork (no census walk at boot: BENCHMARKS
+        # part 15's worker init), tracing past ARM_FRACTION of the threshold.
+        self.growth = GrowthWatch(uss, app_root or os.getcwd(), boot_census=FORK_CENSUS)
 
     def apply_plan(self, plan: Plan) -> None:
         """Set this worker's threshold, hard cap and data-segment limit for `plan`.
