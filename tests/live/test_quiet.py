@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fitflix.memory.cgroup import Cgroup, UsageAlarm, UsageFile
+from fitflix.memory.cgroup import Cgroup, UsageAlarm, UsageFile, find_cgroup
 from fitflix.memory.container import MIB
 from harness.fitflix_log import parse_recycles
 from harness.load import run_load
@@ -44,20 +44,45 @@ def test_the_kernel_signals_a_crossing_of_a_level_of_a_real_cgroup_up_and_down(m
 @pytest.mark.cgroup
 def test_below_warn_the_monitor_waits_for_the_kernel_and_the_guard_acts_on_the_crossing(live_server, memory_cgroup):
     cgroup = memory_cgroup(512)
-    armed = the_guard_acts_past_critical(live_server, cgroup)
+    armed, _log = the_guard_acts_past_critical(live_server, cgroup)
     assert armed is (cgroup.version == 1)  # v1 listens; v2 reads a second apart, and says so (test_cgroup_v2.py)
 
 
-def the_guard_acts_past_critical(live_server, cgroup) -> bool:
+@pytest.mark.cgroup
+def test_where_the_cgroup_mount_is_read_only_the_monitor_says_so_once_and_the_guard_still_acts(
+    live_server, memory_cgroup
+):
+    cgroup = memory_cgroup(512)
+    if cgroup.version != 1:
+        pytest.skip("cgroup v2 never asks the kernel for a crossing (test_cgroup_v2.py runs that case)")
+    mount = find_cgroup().mount_dir  # the memory hierarchy the test cgroup is in, mounted read-only as in a container
+    read_only = (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount -o remount,bind,ro "{mount}" && exec "$@"',
+        "sh",
+    )
+
+    armed, log = the_guard_acts_past_critical(live_server, cgroup, prefix=read_only)
+
+    assert armed is False
+    assert log.count(REFUSED) == 1 and "cgroup.event_control: Read-only file system" in log
+
+
+def the_guard_acts_past_critical(live_server, cgroup, prefix: tuple[str, ...] = ()) -> tuple[bool, str]:
     """A leak the worker's own budget (400 MB) leaves to the master's guard (critical at 60% of 512 MB):
-    the guard recycles a worker, with no OOM kill. Whether the kernel's crossing event was listened to."""
+    the guard recycles a worker, with no OOM kill. (Whether the kernel's crossing event was listened to, the log.)"""
     env = {
         "WORKER_MAX_MEMORY_MB": "400",
         "MEMORY_WARN_PERCENT": "50",
         "MEMORY_CRITICAL_PERCENT": "60",
         "LOG_LEVEL": "debug",
     }
-    server = live_server(env, app=LEAKY, cgroup=cgroup)
+    server = live_server(env, app=LEAKY, cgroup=cgroup, prefix=prefix)
     poll_until(lambda: ARMED in server.log() or REFUSED in server.log(), 30, "the monitor's way of waiting")
     armed = ARMED in server.log()
 
@@ -73,4 +98,5 @@ def the_guard_acts_past_critical(live_server, cgroup) -> bool:
         assert log.index(CROSSED) < log.index("Memory CRITICAL")
     else:
         assert CROSSED not in log
-    return armed
+    assert cgroup.oom_kills() == 0
+    return armed, log
