@@ -76,26 +76,6 @@ def test_recycle_counts_show_in_health_memory(live_server):
 
 
 @pytest.mark.cgroup
-def test_master_guard_recycles_the_biggest_worker_at_critical(live_server, memory_cgroup):
-    # The per-worker budget (400 MB) is above the critical level (60% of 512 MB):
-    # only the master's container guard can act before the OOM killer.
-    cgroup = memory_cgroup(512)
-    env = {"WORKER_MAX_MEMORY_MB": "400", "MEMORY_WARN_PERCENT": "50", "MEMORY_CRITICAL_PERCENT": "60"}
-    server = live_server(env, app=LEAKY, cgroup=cgroup)
-
-    def leak_until_guarded():
-        result = run_load(server.port, "/leak?mb=4", requests=10, clients=1, time_limit_s=10)
-        assert result.failed == 0, result.statuses
-        return parse_recycles(server.log(), "guard")
-
-    poll_until(leak_until_guarded, 60, "a guard recycle")
-    log = server.log()
-    assert "Memory CRITICAL" in log
-    assert "Memory guard: recycling worker" in log
-    assert cgroup.oom_kills() == 0
-
-
-@pytest.mark.cgroup
 @pytest.mark.parametrize(
     ("limit_mb", "env", "workers"),
     [

@@ -1,4 +1,8 @@
-"""A quiet service: the master's monitor waits for the kernel's word below the warning level, and acts on it."""
+"""A quiet service: the master's monitor waits for the kernel's word below the warning level, and acts on it.
+
+`the_guard_acts_past_critical` is the master guard's live test (a worker budget above the critical
+level, so only the guard can act before the OOM killer), here on v1 and in test_cgroup_v2.py on v2.
+"""
 
 from __future__ import annotations
 
