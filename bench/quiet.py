@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench import peers
+from bench import peers, plots
 from bench.report import Part, Target
 from bench.scale import Scale
 from bench.servers import Peer, Running, peer_problem, serving, uwsgi_problem
@@ -146,6 +146,22 @@ def run(scale: Scale) -> Part:
             f"{statistics.median(cpu) / 100 * 100:.2f}%",  # ms/s of 100 ms/s
             wakeups or "-",
         )
+    medians = {name: statistics.median(run.cpu_ms_per_s for run in runs) for name, runs in results.items()}
+    headline = ", ".join(f"{name} {value:.2f}" for name, value in medians.items())
+    part.pictures.append(
+        plots.bars(
+            "part21-idle-cpu",
+            f"CPU each server spends idle, ms a second (median): {headline}",
+            plots.Bars(
+                list(medians),
+                {"idle CPU": list(medians.values())},
+                "ms of CPU a second, no request",
+                [(TARGET_MS_PER_S, "target for FitFlix (plain gthread's level)")],
+                digits=3,
+            ),
+            alt=f"Idle CPU in ms a second, each server alone in its cgroup: {headline}.",
+        )
+    )
     part.notes.extend(f"not run: {text}" for text in missing)
     for name in (FITFLIX, FITFLIX_THREE):
         if name in results:
