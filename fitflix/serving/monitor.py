@@ -47,10 +47,12 @@ QUIET_LOOK_S = 10.0
 # A worker forked this long ago has booted (its app loaded), and is still fresh: the monitor reads it then.
 BOOT_LOOK_S = 1.0
 # For a second after the kernel's word of a crossing, at or past the warning level, the monitor looks
-# this often (the cgroup's usage and working set, tens of microseconds): the working set lags the
-# usage the kernel signals on (it leaves out inactive page cache), and a fast leak passes the critical
-# level within that second.
-CROSSING_LOOK_S = 0.1
+# this often (the cgroup's usage and working set, about 0.1 ms): the working set lags the usage the
+# kernel signals on (it leaves out inactive page cache), and a fast leak passes the critical level
+# within that second. The looks follow the crossing, in step with the leak: at 1 GB/s a worker is
+# between the critical level and its own threshold for about 70 ms, which looks 0.1 s apart could
+# miss at every cycle.
+CROSSING_LOOK_S = 0.02
 CROSSING_BURST_S = 1.0
 
 
@@ -111,11 +113,7 @@ class MemoryMonitor(threading.Thread):
         alarm_fd: int | None = None
         next_tick = time.monotonic() + 1.0
         while not self.stopping.is_set():
-            if self._arm_alarm() and self._alarm.fd != alarm_fd:
-                if alarm_fd is not None:
-                    poller.unregister(alarm_fd)
-                alarm_fd = self._alarm.fd
-                poller.register(alarm_fd, select.POLLIN)
+            alarm_fd = self._listen(poller, alarm_fd)
             if self._boot_look_at is not None:
                 next_tick = min(next_tick, self._boot_look_at)
                 self._boot_look_at = None
@@ -138,6 +136,17 @@ class MemoryMonitor(threading.Thread):
                     next_tick = now + self.next_look_s(now)
             except Exception:  # the monitor must outlive any one bad sample
                 self.server.log.exception("Memory monitor sample failed")
+
+    def _listen(self, poller, listened_fd: int | None) -> int | None:
+        """Poll the alarm's fd while it is armed, and no other: a closed fd left registered would make
+        every poll return at once (POLLNVAL), a busy loop. Returns the fd now polled."""
+        fd = self._alarm.fd if self._arm_alarm() else None
+        if fd != listened_fd:
+            if listened_fd is not None:
+                poller.unregister(listened_fd)
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+        return fd
 
     def look_after_boot(self) -> None:
         """The arbiter's thread, before it forks a worker: look (a whole report) about BOOT_LOOK_S after.
@@ -253,8 +262,12 @@ class MemoryMonitor(threading.Thread):
             if cheap[1] is not None:
                 self._last_used, self._last_was_usage = (now, cheap[0]), cheap[1] == "usage"
         else:
+            # Read now, never the probe's cached report: looks come 20 ms apart after the kernel's word,
+            # and a report a second old would judge a fast leak by what it was then.
+            self.probe.forget()
             report = self.whole_report()
-            status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
+            if status is None or cheap[1] is None:  # the cheap figure could not settle it
+                status = memory_status(report.used_percent, self.plan.warn_percent, self.plan.critical_percent)
         log_usage, log_alert = self.policy.step(now, status)
         if report is None:
             self.guard_policy.calm()

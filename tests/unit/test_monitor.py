@@ -300,3 +300,40 @@ def test_looks_are_ten_seconds_apart_while_the_kernel_listens_and_a_tenth_after_
     monitor.tick()
     assert monitor.next_look_s(clock[0]) == monitor_module.CROSSING_LOOK_S
     assert monitor.next_look_s(clock[0] + monitor_module.CROSSING_BURST_S) == 1.0
+
+
+class RecordingPoller:
+    def __init__(self) -> None:
+        self.fds: set[int] = set()
+
+    def register(self, fd: int, _events: int) -> None:
+        self.fds.add(fd)
+
+    def unregister(self, fd: int) -> None:
+        self.fds.remove(fd)
+
+
+def test_only_an_armed_alarms_fd_is_polled_and_a_refused_re_arm_leaves_none(tmp_path, monkeypatch):
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()  # the cgroup's figure is the judged one: an alarm may be armed
+    poller = RecordingPoller()
+
+    class Alarm:
+        def __init__(self, fd: int | None, levels) -> None:
+            self.fd, self.levels = fd, levels
+            self.problem = None if fd else "cgroup.event_control: Read-only file system"
+
+        def close(self) -> None:
+            pass
+
+    fds = iter([41, None])
+    monkeypatch.setattr(monitor_module, "UsageAlarm", lambda cgroup, levels: Alarm(next(fds), levels))
+    listened = monitor._listen(poller, None)
+    assert listened == 41 and poller.fds == {41}
+    assert monitor._listen(poller, listened) == 41  # armed at the same levels: left alone, not re-made
+
+    monitor._alarm.levels = "moved"  # a SIGHUP moved the levels, and the kernel now refuses
+    listened = monitor._listen(poller, listened)
+    assert listened is None and poller.fds == set()  # the closed fd is not polled (POLLNVAL: a busy loop)
+    said = [line for _level, line in monitor.server.log.lines if "Memory monitor: the kernel" in line]
+    assert len(said) == 1 and "signals when usage crosses" in said[0]  # the way of waiting is said once
