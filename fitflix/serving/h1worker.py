@@ -52,6 +52,7 @@ from gunicorn.workers import base
 
 from fitflix.errors import error_response
 from fitflix.serving.h1 import TOKEN_RE, BadRequest, HeadRules, Request, RequestReader
+from fitflix.serving.sizing import idle_wait_s
 from fitflix.serving.state import RUNTIME
 from fitflix.settings import Settings, wsgi_script_name
 
@@ -63,9 +64,6 @@ BODY_BUFFER_BYTES = 65536
 DRAIN_MAX_BYTES = 65536
 CUT_LOG_INTERVAL_S = 60.0
 LOOP_TICK_S = 1.0
-# An idle loop (no connection, no access line or cut report pending) sleeps a quarter of the worker
-# timeout, at most this long: the heartbeat gunicorn's master reads needs no more (BENCHMARKS part 21).
-IDLE_TICK_MAX_S = 10.0
 LINGER_S = 2.0
 # How long a stopping worker keeps its kept-alive connections (gunicorn's gthread: STOP_KEEPALIVE_LINGER).
 STOP_KEEPALIVE_LINGER_S = 2.0
@@ -582,7 +580,7 @@ class FitflixWorker(base.Worker):
         self.pre_request = cfg.pre_request
         self.post_request = cfg.post_request
         self.keepalive_on = cfg.keepalive > 0
-        self.idle_tick_s = max(LOOP_TICK_S, min(IDLE_TICK_MAX_S, cfg.timeout / 4))
+        self.idle_tick_s = idle_wait_s(cfg.timeout)  # no connection, no line or cut report pending
         self.script_name = wsgi_script_name()
         self.base_environ = {
             "wsgi.version": (1, 0),

@@ -369,3 +369,13 @@ def profile_summary(plan: Plan) -> str:
         f"{plan.memory_profile} (recycle at {plan.worker_budget_mb} MB, cap {plan.worker_hard_cap_mb} MB, "
         f"{plan.threads} threads, max_requests {plan.max_requests}, {gc_text}, {trim}, {arenas})"
     )
+
+
+# A process with nothing to do (the arbiter's loop, a worker's loop) waits a quarter of the worker
+# timeout, at most this long and at least gunicorn's own second: its heartbeat and hang checks need no more.
+IDLE_WAIT_MAX_S = 10.0
+
+
+def idle_wait_s(timeout_s: float) -> float:
+    """How long an idle loop waits (BENCHMARKS part 21); a signal or an event still ends the wait at once."""
+    return max(1.0, min(IDLE_WAIT_MAX_S, (timeout_s or 0) / 4))

@@ -45,16 +45,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fitflix.serving.overlap import BOOT_CONTENTION, DEFAULT_HANDOVER_S, MIN_BOOT_S, TIMINGS_KEPT, expected_s
+from fitflix.serving.sizing import idle_wait_s
 from fitflix.serving.state import SharedState
 
 # The signal a worker wakes the master's loop with: the arbiter queues it, reaps (nothing) and goes
 # on to manage_workers, where the surge steps. Harmless to gunicorn whatever its state.
 WAKE_SIGNAL = signal.SIGCHLD
-
-# The arbiter's loop waits for a signal one second at a time (gunicorn's); while no replacement is
-# under way it waits a quarter of the worker timeout, at most this long: a signal still ends the wait
-# at once, and a hung worker is still found within the timeout (BENCHMARKS part 21).
-IDLE_WAIT_MAX_S = 10.0
 
 # A replacement that has not booted in this long is given up on: the old worker leaves anyway
 # (the new one, if it ever boots, simply serves).
@@ -130,7 +126,7 @@ class Surge:
 
     def idle_wait_s(self) -> float:
         """How long the arbiter's loop waits for a signal while no replacement is under way."""
-        return max(1.0, min(IDLE_WAIT_MAX_S, (self.server.timeout or 0) / 4))
+        return idle_wait_s(self.server.timeout)
 
     def _set_num_workers(self, value: int) -> None:
         self.own_change = True
