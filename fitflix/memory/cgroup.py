@@ -8,6 +8,7 @@ caller decides how often to read.
 from __future__ import annotations
 
 import os
+import select
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,8 +282,10 @@ class UsageAlarm:
 
     Registering writes to cgroup.event_control, which a container's read-only /sys/fs/cgroup refuses;
     then `fd` is None and `problem` says why. cgroup v2 has no such notification for a level of usage
-    (its memory.events move only at memory.high and memory.max, where the kernel already acts).
+    (its memory.events move only at memory.high and memory.max, where the kernel already acts: `PressureAlarm`).
     """
+
+    signals_levels = True
 
     def __init__(self, cgroup: Cgroup | None, levels: tuple[int, ...]) -> None:
         self.levels = levels
@@ -317,7 +320,11 @@ class UsageAlarm:
             return
         self.fd, self._usage_fd = event_fd, usage_fd
 
-    def clear(self) -> bool:
+    def polled(self) -> dict[int, int]:
+        """{fd: poll events} to wait on."""
+        return {} if self.fd is None else {self.fd: select.POLLIN}
+
+    def clear(self, _ready: frozenset[int] = frozenset()) -> bool:
         """Whether the kernel signalled a crossing since the last clear (and reset the count)."""
         if self.fd is None:
             return False
@@ -332,6 +339,103 @@ class UsageAlarm:
             if fd is not None:
                 os.close(fd)
         self.fd = self._usage_fd = None
+
+
+# cgroup v2's PSI trigger (Documentation/accounting/psi.rst): the kernel's word when the cgroup's tasks
+# stalled on memory (reclaim, memory.high's throttling) this many microseconds within a window of so many.
+PSI_TRIGGER = "some 150000 1000000"
+# The memory.events counters that say the kernel acted on the cgroup's memory.
+EVENTS_WATCHED = ("high", "max", "oom", "oom_kill")
+
+
+class PressureAlarm:
+    """cgroup v2's words on memory: `memory.events` changed (the kernel throttled at memory.high, reclaimed
+    at memory.max, or killed), and a PSI trigger on `memory.pressure` (tasks stalled on memory).
+
+    v2 has no word for a level of usage, so these do not replace the monitor's looks under the warning
+    level (`signals_levels` is False); they wake it at once when the kernel has begun to act. A change of
+    memory.events is said to a poller of the open file (POLLPRI) and needs no write access; the PSI
+    trigger is registered by writing memory.pressure, which a read-only /sys/fs/cgroup refuses. Whatever
+    cannot be had is in `problem`.
+    """
+
+    signals_levels = False
+
+    def __init__(self, cgroup: Cgroup | None, levels: tuple[int, ...] = ()) -> None:
+        self.levels = levels  # kept for the monitor's re-arm check: no level is registered on v2
+        self.events_fd: int | None = None
+        self.pressure_fd: int | None = None
+        self.events: dict[str, int] = {}
+        self.said: dict[str, str] = {}  # what the kernel said at the last clear that had news, by source
+        self.problem: str | None = None
+        if cgroup is None or cgroup.memory_dir is None:
+            self.problem = "no memory cgroup"
+            return
+        if cgroup.version != 2:
+            self.problem = "cgroup v1 has no memory.events or memory.pressure"
+            return
+        problems = []
+        try:
+            self.events_fd = os.open(cgroup.memory_dir / "memory.events", os.O_RDONLY | os.O_CLOEXEC)
+            self.events = self._read_events()
+        except OSError as error:
+            problems.append(f"memory.events: {error.strerror}")
+        try:
+            fd = os.open(cgroup.memory_dir / "memory.pressure", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            problems.append(f"memory.pressure: {error.strerror}")
+        else:
+            try:
+                os.write(fd, PSI_TRIGGER.encode() + b"\0")
+            except OSError as error:  # PSI off (psi=0), or an old kernel without cgroup triggers
+                os.close(fd)
+                problems.append(f"memory.pressure trigger: {error.strerror}")
+            else:
+                self.pressure_fd = fd
+        self.problem = "; ".join(problems) or None
+
+    @property
+    def fd(self) -> int | None:
+        """An fd to wait on, or None: nothing the kernel can say here."""
+        return self.events_fd if self.events_fd is not None else self.pressure_fd
+
+    def polled(self) -> dict[int, int]:
+        """{fd: poll events}: both say their news as POLLPRI (memory.events also as POLLERR)."""
+        return {fd: select.POLLPRI for fd in (self.events_fd, self.pressure_fd) if fd is not None}
+
+    def _read_events(self) -> dict[str, int]:
+        # Each read of the file from its start also re-arms its POLLPRI (kernfs notes the event it saw).
+        text = os.pread(self.events_fd, 4096, 0).decode()
+        return {key: int(value) for key, value in (line.split() for line in text.splitlines()) if value.isdigit()}
+
+    def clear(self, ready: frozenset[int] = frozenset()) -> bool:
+        """Whether the kernel said something of the watched counters or the stalls, among the `ready` fds."""
+        said = {}
+        if self.events_fd is not None and self.events_fd in ready:
+            try:
+                events = self._read_events()
+            except OSError:  # the cgroup was removed
+                events = self.events
+            moved = [
+                f"{key} +{events[key] - self.events.get(key, 0)}"
+                for key in EVENTS_WATCHED
+                if events.get(key, 0) > self.events.get(key, 0)
+            ]
+            self.events = events
+            if moved:
+                said["memory.events"] = "memory.events " + ", ".join(moved)
+        if self.pressure_fd is not None and self.pressure_fd in ready:
+            said["PSI"] = f"memory stalled past the PSI trigger ({PSI_TRIGGER})"
+        if said:
+            self.said = said
+        return bool(said)
+
+    def close(self) -> None:
+        """Unregister (the kernel drops a PSI trigger when its fd is closed)."""
+        for fd in (self.events_fd, self.pressure_fd):
+            if fd is not None:
+                os.close(fd)
+        self.events_fd = self.pressure_fd = None
 
 
 def read_memory(cgroup: Cgroup) -> CgroupMemory:

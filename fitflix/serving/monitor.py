@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 
-from fitflix.memory.cgroup import UsageAlarm, UsageFile, read_working_set
+from fitflix.memory.cgroup import PSI_TRIGGER, PressureAlarm, UsageAlarm, UsageFile, read_working_set
 from fitflix.memory.container import MIB, format_mb
 from fitflix.memory.reader import proc_mounted, statm_memory
 from fitflix.memory.report import MemoryProbe, MemoryReport, cgroup_limit_in_force
@@ -54,6 +54,8 @@ BOOT_LOOK_S = 1.0
 # miss at every cycle.
 CROSSING_LOOK_S = 0.02
 CROSSING_BURST_S = 1.0
+# What the kernel says on cgroup v2 (memory.events moved, memory stalls) is logged at most this often.
+KERNEL_WORD_LOG_S = 60.0
 
 
 class MemoryMonitor(threading.Thread):
@@ -86,7 +88,10 @@ class MemoryMonitor(threading.Thread):
         self.overlap: OverlapWatch | None = None
         self._wake_r: int | None = None  # a pipe (made by `run`) that ends a sleep: an overlap to watch, the stop
         self._wake_w: int | None = None
-        self._alarm: UsageAlarm | None = None  # the kernel's word when usage crosses the warning level
+        # The kernel's word: on v1 when usage crosses the warning or critical level; on v2 when it acts
+        # on the cgroup's memory (memory.events) or tasks stall on it (PSI).
+        self._alarm: UsageAlarm | PressureAlarm | None = None
+        self._word_logged_at: dict[str, float] = {}  # by source (memory.events, PSI)
         self._alarm_said = False
         self._below_warn = False  # the last look read the cgroup's usage under the warning level
         self._crossed_at: float | None = None  # when the kernel last said usage crossed a level
@@ -110,24 +115,26 @@ class MemoryMonitor(threading.Thread):
         os.register_at_fork(after_in_child=self._close_in_child)
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
-        alarm_fd: int | None = None
+        listened: frozenset[int] = frozenset()
         next_tick = time.monotonic() + 1.0
         while not self.stopping.is_set():
-            alarm_fd = self._listen(poller, alarm_fd)
+            listened = self._listen(poller, listened)
             if self._boot_look_at is not None:
                 next_tick = min(next_tick, self._boot_look_at)
                 self._boot_look_at = None
             wait_s = WATCH_INTERVAL_S if self.overlap is not None else next_tick - time.monotonic()
+            ready: frozenset[int] = frozenset()
             if wait_s > 0:
-                poller.poll(wait_s * 1000)
+                # A PSI trigger's news is taken by the poll that reports it: the ready fds are its only trace.
+                ready = frozenset(fd for fd, _events in poller.poll(wait_s * 1000) if fd in listened)
                 self._drain_wake()
             if self.stopping.is_set():
                 return
             now = time.monotonic()
-            crossed = self._alarm is not None and self._alarm.clear()
+            crossed = self._alarm is not None and self._alarm.clear(ready)
             if crossed:
                 self._crossed_at = now
-                self.server.log.debug("Memory monitor: the kernel says usage crossed a level")
+                self._say_kernel_word(now)
             try:
                 if self.overlap is not None:
                     self.watch_overlap(now)
@@ -137,16 +144,35 @@ class MemoryMonitor(threading.Thread):
             except Exception:  # the monitor must outlive any one bad sample
                 self.server.log.exception("Memory monitor sample failed")
 
-    def _listen(self, poller, listened_fd: int | None) -> int | None:
-        """Poll the alarm's fd while it is armed, and no other: a closed fd left registered would make
-        every poll return at once (POLLNVAL), a busy loop. Returns the fd now polled."""
-        fd = self._alarm.fd if self._arm_alarm() else None
-        if fd != listened_fd:
-            if listened_fd is not None:
-                poller.unregister(listened_fd)
-            if fd is not None:
-                poller.register(fd, select.POLLIN)
-        return fd
+    def _listen(self, poller, listened: frozenset[int]) -> frozenset[int]:
+        """Poll the alarm's fds while it is armed, and no other: a closed fd left registered would make
+        every poll return at once (POLLNVAL), a busy loop. Returns the fds now polled."""
+        wanted = self._alarm.polled() if self._arm_alarm() else {}
+        if frozenset(wanted) != listened:
+            for fd in listened:
+                poller.unregister(fd)
+            for fd, events in wanted.items():
+                poller.register(fd, events)
+        return frozenset(wanted)
+
+    def _say_kernel_word(self, now: float) -> None:
+        if self._alarm.signals_levels:
+            self.server.log.debug("Memory monitor: the kernel says usage crossed a level")
+            return
+        news = [
+            text
+            for source, text in self._alarm.said.items()
+            if now - self._word_logged_at.get(source, -KERNEL_WORD_LOG_S) >= KERNEL_WORD_LOG_S
+        ]
+        if not news:
+            return
+        self._word_logged_at.update(dict.fromkeys(self._alarm.said, now))
+        self.server.log.info(
+            "Memory monitor: the kernel acts on the cgroup's memory: %s; looking every %.0f ms for %.0f s",
+            "; ".join(news),
+            CROSSING_LOOK_S * 1000,
+            CROSSING_BURST_S,
+        )
 
     def look_after_boot(self) -> None:
         """The arbiter's thread, before it forks a worker: look (a whole report) about BOOT_LOOK_S after.
@@ -160,15 +186,15 @@ class MemoryMonitor(threading.Thread):
     def next_look_s(self, now: float) -> float:
         """A second; while the kernel will say when usage crosses the warning level and it is under it,
         QUIET_LOOK_S (a worker booted meanwhile is looked at then), and never past the next usage line."""
-        if self._below_warn and self._alarm is not None and self._alarm.fd is not None:
+        if self._below_warn and self._alarm is not None and self._alarm.signals_levels and self._alarm.fd is not None:
             return max(1.0, min(QUIET_LOOK_S, self.policy.usage_due_in(now)))
         if self._crossed_at is not None and now - self._crossed_at < CROSSING_BURST_S:
             return CROSSING_LOOK_S  # a leak past the warning level may pass the critical one within the second
         return 1.0
 
     def _arm_alarm(self) -> bool:
-        """Keep the kernel's threshold at the warning level (re-armed when the plan moves it); False where
-        the kernel cannot be asked (said once in the log)."""
+        """Keep the kernel's threshold at the warning level (re-armed when the plan moves it), or on v2 its
+        words on memory; False where the kernel cannot be asked (said once in the log)."""
         if not self._cgroup_judged or self._alarm_said and self._alarm is None:
             return False
         levels = threshold_bytes(self.plan.limit_mb * MIB, self.plan)
@@ -176,6 +202,8 @@ class MemoryMonitor(threading.Thread):
             return True
         if self._alarm is not None:
             self._alarm.close()
+        if self.probe.cgroup is not None and self.probe.cgroup.version == 2:
+            return self._arm_v2(levels)
         # The critical level too: a leak fast enough to pass it within a second of the warning
         # level's word is judged when it does, not at the next look.
         alarm = UsageAlarm(self.probe.cgroup, levels)
@@ -200,6 +228,26 @@ class MemoryMonitor(threading.Thread):
             )
         self._alarm_said = True
         return True
+
+    def _arm_v2(self, levels: tuple[int, ...]) -> bool:
+        """cgroup v2: no word for a level of usage (the looks stay a second apart), but the kernel's
+        memory.events and a PSI trigger wake the monitor when the kernel begins to act."""
+        alarm = PressureAlarm(self.probe.cgroup, levels)
+        self._alarm = alarm if alarm.fd is not None else None
+        if not self._alarm_said:
+            listened = [
+                what
+                for what, fd in (("memory.events", alarm.events_fd), (f"PSI ({PSI_TRIGGER})", alarm.pressure_fd))
+                if fd is not None
+            ]
+            self.server.log.info(
+                "Memory monitor: cgroup v2 has no word for a level of usage: the monitor reads the cgroup's usage "
+                "every second; it wakes at once on %s%s",
+                " and ".join(listened) or "nothing the kernel says here",
+                f" ({alarm.problem})" if alarm.problem else "",
+            )
+        self._alarm_said = True
+        return self._alarm is not None
 
     def _drain_wake(self) -> None:
         try:

@@ -24,6 +24,7 @@ import pytest
 
 from harness.cgroups import v2_problem
 from harness.fitflix_log import parse_recycles
+from harness.holder import MemoryHolder
 from harness.leak_sweep import APP as SWEEP_APP
 from harness.leak_sweep import V2 as SWEEP_CELLS
 from harness.leak_sweep import run_cell
@@ -31,7 +32,7 @@ from harness.load import run_load
 from harness.metrics import metric_samples
 from harness.server import run_to_exit
 from harness.wait import poll_until
-from tests.live.test_quiet import the_guard_acts_past_critical
+from tests.live.test_quiet import V2_WAY, V2_WORD, the_guard_acts_past_critical
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.cgroup_v2]
 
@@ -208,4 +209,29 @@ def test_with_no_crossing_event_on_v2_the_monitor_reads_every_second_and_the_gua
     armed, _log = the_guard_acts_past_critical(live_server, cgroup)
 
     assert armed is False  # cgroup v2 has no usage threshold notification: said once, and read a second apart
+    assert kills(cgroup) == {"oom_kill": 0, "oom_group_kill": 0}
+
+
+def test_on_v2_the_monitor_wakes_on_memory_events_and_a_psi_trigger_when_the_kernel_throttles(live_server, v2_cgroup):
+    """memory.high set under what the cgroup will hold: a holder beside the service charges past it, the kernel
+    counts `high` events and throttles the holder (a memory stall), and the monitor hears both at once."""
+    cgroup = v2_cgroup(512, "nested")
+    server = live_server({"LOG_LEVEL": "debug"}, cgroup=cgroup)
+    poll_until(lambda: V2_WAY in server.log(), 30, "the monitor's way of waiting on v2")
+    way = next(line for line in server.log().splitlines() if V2_WAY in line)
+    assert "memory.events and PSI" in way, way  # both registered: root may write memory.pressure
+    assert V2_WORD not in server.log()  # nothing said while nothing happened
+    high_before = cgroup.events()["high"]
+
+    # 16 MB past memory.high at most: the kernel throttles the holder (a stall), but lets it finish.
+    (cgroup.directory / "memory.high").write_text(str(cgroup.usage_bytes() + 16 * MIB))
+    holder = MemoryHolder(cgroup, 32)
+    try:
+        holder.start(timeout_s=120)
+        poll_until(lambda: "memory.events high +" in server.log(), 30, "the monitor's word of memory.events")
+        poll_until(lambda: "memory stalled past the PSI trigger" in server.log(), 30, "the monitor's word of a stall")
+    finally:
+        holder.stop()
+    assert cgroup.events()["high"] > high_before
+    assert server.request("GET", "/health")[0] == 200
     assert kills(cgroup) == {"oom_kill": 0, "oom_group_kill": 0}

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from fitflix.memory.cgroup import (
+    PSI_TRIGGER,
     Pressure,
+    PressureAlarm,
     UsageAlarm,
     UsageFile,
     cpu_quota,
@@ -410,3 +412,42 @@ def test_the_usage_alarm_says_why_it_cannot_listen_on_v2_or_where_event_control_
     refused = UsageAlarm(cgroup, (400 * MIB, 460 * MIB))
     assert refused.fd is None and refused.problem.startswith("cgroup.event_control: ")
     assert UsageAlarm(None, (1,)).problem == "no memory cgroup"
+
+
+def test_the_v2_alarm_says_which_memory_events_moved_and_that_memory_stalled_and_only_for_a_ready_fd(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB)
+    cgroup = find_cgroup(tmp_path)
+    alarm = PressureAlarm(cgroup)
+    try:
+        assert alarm.problem is None and alarm.signals_levels is False
+        assert set(alarm.polled()) == {alarm.events_fd, alarm.pressure_fd}
+        # The trigger was written where the kernel takes it (a regular file here keeps what was written).
+        assert (cgroup.memory_dir / "memory.pressure").read_bytes().startswith(PSI_TRIGGER.encode() + b"\0")
+        write(cgroup.memory_dir / "memory.events", "low 4\nhigh 3\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
+        assert alarm.clear(frozenset()) is False  # no fd was ready: nothing is read
+        assert alarm.clear(frozenset({alarm.events_fd})) is True
+        assert alarm.said == {"memory.events": "memory.events high +3"}  # low is not the kernel acting on a limit
+        assert alarm.clear(frozenset({alarm.events_fd})) is False  # nothing moved since
+        write(cgroup.memory_dir / "memory.events", "low 9\nhigh 3\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
+        assert alarm.clear(frozenset({alarm.events_fd})) is False
+        assert alarm.clear(frozenset({alarm.pressure_fd})) is True
+        assert alarm.said == {"PSI": f"memory stalled past the PSI trigger ({PSI_TRIGGER})"}
+    finally:
+        alarm.close()
+    assert alarm.polled() == {} and alarm.fd is None
+
+
+def test_the_v2_alarm_keeps_memory_events_where_the_psi_trigger_is_refused_and_says_why(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB, pressure=None)
+    cgroup = find_cgroup(tmp_path)
+    (cgroup.memory_dir / "memory.pressure").mkdir()  # cannot be opened for writing, as a read-only mount's
+    alarm = PressureAlarm(cgroup)
+    try:
+        assert alarm.pressure_fd is None and alarm.events_fd is not None and alarm.fd == alarm.events_fd
+        assert alarm.problem.startswith("memory.pressure: ")
+    finally:
+        alarm.close()
+    make_cgroup_v1(tmp_path / "v1", "/app", limit_bytes=512 * MIB)
+    v1 = PressureAlarm(find_cgroup(tmp_path / "v1"))
+    assert v1.fd is None and "cgroup v1" in v1.problem and v1.clear(frozenset({3})) is False
+    assert PressureAlarm(None).problem == "no memory cgroup"

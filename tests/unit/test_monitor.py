@@ -15,7 +15,7 @@ from fitflix.serving.sizing import make_plan
 from fitflix.serving.state import SharedState
 from fitflix.serving.surge import Replacement
 from fitflix.settings import Settings
-from tests.fakes import MIB, container, make_cgroup_v1, make_proc, smaps_rollup_text
+from tests.fakes import MIB, container, make_cgroup_v1, make_cgroup_v2, make_proc, smaps_rollup_text, write
 
 MASTER = 5000
 NEW_MASTER = 5999
@@ -280,6 +280,7 @@ def test_a_worker_that_booted_is_read_whole_once_for_what_a_fresh_worker_holds(t
 
 class ArmedAlarm:
     fd = 99  # never polled: next_look_s only asks whether the kernel will say
+    signals_levels = True
 
 
 def test_looks_are_ten_seconds_apart_while_the_kernel_listens_and_a_tenth_after_its_word(tmp_path, monkeypatch):
@@ -291,6 +292,9 @@ def test_looks_are_ten_seconds_apart_while_the_kernel_listens_and_a_tenth_after_
     assert monitor.next_look_s(clock[0]) == 1.0  # nobody will say when usage crosses a level
 
     monitor._alarm = ArmedAlarm()
+    monitor._alarm.signals_levels = False  # cgroup v2's words: the kernel acts, but says no level of usage
+    assert monitor.next_look_s(clock[0]) == 1.0
+    monitor._alarm.signals_levels = True
     assert monitor.next_look_s(clock[0]) == monitor_module.QUIET_LOOK_S
     clock[0] += 55  # the usage line is due in 5 s: the look comes then
     assert monitor.next_look_s(clock[0]) == 5.0
@@ -323,17 +327,59 @@ def test_only_an_armed_alarms_fd_is_polled_and_a_refused_re_arm_leaves_none(tmp_
             self.fd, self.levels = fd, levels
             self.problem = None if fd else "cgroup.event_control: Read-only file system"
 
+        def polled(self) -> dict[int, int]:
+            return {} if self.fd is None else {self.fd: 1}
+
         def close(self) -> None:
             pass
 
     fds = iter([41, None])
     monkeypatch.setattr(monitor_module, "UsageAlarm", lambda cgroup, levels: Alarm(next(fds), levels))
-    listened = monitor._listen(poller, None)
-    assert listened == 41 and poller.fds == {41}
-    assert monitor._listen(poller, listened) == 41  # armed at the same levels: left alone, not re-made
+    listened = monitor._listen(poller, frozenset())
+    assert listened == {41} and poller.fds == {41}
+    assert monitor._listen(poller, listened) == {41}  # armed at the same levels: left alone, not re-made
 
     monitor._alarm.levels = "moved"  # a SIGHUP moved the levels, and the kernel now refuses
     listened = monitor._listen(poller, listened)
-    assert listened is None and poller.fds == set()  # the closed fd is not polled (POLLNVAL: a busy loop)
+    assert listened == set() and poller.fds == set()  # the closed fd is not polled (POLLNVAL: a busy loop)
     said = [line for _level, line in monitor.server.log.lines if "Memory monitor: the kernel" in line]
     assert len(said) == 1 and "signals when usage crosses" in said[0]  # the way of waiting is said once
+
+
+def test_on_v2_the_monitor_says_its_way_once_wakes_on_the_kernels_word_and_logs_it_at_most_once_a_minute(
+    tmp_path, monkeypatch
+):
+    clock = [1000.0]
+    monkeypatch.setattr(monitor_module.time, "monotonic", lambda: clock[0])
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB, usage=100 * MIB)
+    make_proc(tmp_path, MASTER, 1, smaps_rollup=smaps_rollup_text(30 * 1024, 15 * 1024, 0, 5 * 1024))
+    plan = make_plan(Settings(), container(512, 2))
+    probe = MemoryProbe((512, "cgroup v2"), root=tmp_path, cache_s=0, worker_pids=lambda: [])
+    monitor = MemoryMonitor(FakeServer(), plan, probe, SharedState(str(tmp_path)), log_interval_s=60, master_pid=MASTER)
+    monitor.tick()  # the first look learns that the cgroup's figure is the judged one
+    poller = RecordingPoller()
+    listened = monitor._listen(poller, frozenset())
+    alarm = monitor._alarm
+    try:
+        assert listened == {alarm.events_fd, alarm.pressure_fd} == poller.fds
+        assert monitor.next_look_s(clock[0]) == 1.0  # no word for a level of usage: a look a second
+        said = [line for _level, line in monitor.server.log.lines if "Memory monitor: cgroup v2" in line]
+        assert len(said) == 1 and "memory.events and PSI" in said[0]
+
+        events = alarm.events_fd
+        write(alarm_dir(monitor) / "memory.events", "low 0\nhigh 7\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n")
+        assert alarm.clear(frozenset({events})) is True
+        monitor._say_kernel_word(clock[0])
+        clock[0] += 30
+        monitor._say_kernel_word(clock[0])  # within the minute: not again
+        alarm.said = {"PSI": "memory stalled"}  # another source's first word is said, within the minute too
+        monitor._say_kernel_word(clock[0])
+        words = [line for _level, line in monitor.server.log.lines if "the kernel acts on" in line]
+        assert len(words) == 2 and "memory.events high +7" in words[0] and "memory stalled" in words[1]
+        assert monitor._listen(poller, listened) == listened  # armed once, not re-made each turn
+    finally:
+        alarm.close()
+
+
+def alarm_dir(monitor):
+    return monitor.probe.cgroup.memory_dir
