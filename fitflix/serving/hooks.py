@@ -394,34 +394,40 @@ def post_fork(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Worker, app loaded, before the first request: the recycler, the backstop, the cleanup signal."""
+    """Worker, app loaded, before the first request: the recycler, the backstop, the cleanup signal; then its slot."""
     global _recycler, _request_slot
     RUNTIME.worker = worker
     try:
         if RUNTIME.plan.gc_threshold:  # MEMORY_PROFILE=memory-optimized, or GC_THRESHOLD
             gc.set_threshold(RUNTIME.plan.gc_threshold, *gc.get_threshold()[1:])
-        if RUNTIME.shared is not None:
-            _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
-            if RUNTIME.shared.surge_old():  # this may be the replacement the master waits for: it serves now
-                wake_master(worker.ppid)
         if load_settings().memory_recycling:
             # gthread's pool, sized by gunicorn's own setting (a --threads flag overrides the plan);
             # a sync worker serves on its main thread and has no pool.
             pool = getattr(worker, "tpool", None)
             threads = worker.cfg.threads if pool is not None else 0
             started = backstop.start_pool_threads(pool, threads) if threads else 0
-            _recycler = WorkerRecycler(
-                worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started, slot=_request_slot
-            )
+            _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started)
             worker.wsgi = backstop.guard_wsgi(worker.wsgi)
             backstop.watch_framework_errors()
             signal.signal(CLEANUP_SIGNAL, clean_up)
             signal.siginterrupt(CLEANUP_SIGNAL, False)
-        if RUNTIME.shared is not None and RUNTIME.forked_monotonic is not None:
-            # What the master expects a replacement's boot to take, until it has timed one itself.
-            RUNTIME.shared.set_last_boot(time.monotonic() - RUNTIME.forked_monotonic)
     except Exception:  # raising here would halt the whole server (boot error)
         worker.log.exception("Memory recycling is off in worker %s", os.getpid())
+    if RUNTIME.shared is None:
+        return
+    # Last, once the worker is ready to serve: with its slot claimed the master counts it as booted, and
+    # the worker it replaces (surge.py) stops accepting. That one serves until this one's loop is about to.
+    try:
+        if RUNTIME.forked_monotonic is not None:
+            # What the master expects a replacement's boot to take, until it has timed one itself.
+            RUNTIME.shared.set_last_boot(time.monotonic() - RUNTIME.forked_monotonic)
+        _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
+        if _recycler is not None:
+            _recycler.publish_to(_request_slot)
+        if RUNTIME.shared.surge_old():  # this may be the replacement the master waits for: it serves now
+            wake_master(worker.ppid)
+    except Exception:
+        worker.log.exception("Worker %s could not claim its slot in the shared state", os.getpid())
 
 
 def post_request(worker, req, environ, resp) -> None:

@@ -125,7 +125,7 @@ class WorkerRecycler:
         self.started = time.monotonic()
         # /proc/self/statm on Linux; psutil or getrusage's peak elsewhere (fitflix.memory.reader).
         self.statm = self_memory_reader(root, fallbacks)
-        self.publish_slot = slot if shared is not None and self.statm.source != "statm" else None
+        self.publish_to(slot)
         rss, _data = self.read()
         uss = self._read_uss() or rss
         self.last_uss = (self.started, uss, rss)
@@ -211,6 +211,10 @@ class WorkerRecycler:
                 self.plan.worker_budget_mb,
                 self.plan.worker_hard_cap_mb,
             )
+
+    def publish_to(self, slot: int | None) -> None:
+        """Publish each read in `slot` of the shared state, where the master cannot read a worker's memory."""
+        self.publish_slot = slot if self.shared is not None and self.statm.source != "statm" else None
 
     def read(self) -> tuple[int, int | None]:
         """(RSS, data-segment size or None) from the per-request reader; published where the master needs it."""

@@ -322,3 +322,45 @@ def test_the_arbiters_loop_waits_a_quarter_timeout_while_idle_and_a_second_while
 
     arbiter.timeout = 2
     assert _surge.idle_wait_s() == 1.0  # never longer than gunicorn's own second
+
+
+def test_a_worker_claims_its_slot_and_wakes_the_master_only_once_its_recycler_is_ready(monkeypatch):
+    """The master counts a worker as booted when it holds a slot, and then sends the worker it replaces away:
+    claimed last, the old worker serves until this one's loop is about to run."""
+    from fitflix.serving import hooks
+    from fitflix.serving.sizing import make_plan
+    from fitflix.settings import Settings
+    from tests.fakes import container
+
+    shared = SharedState()
+    shared.set_surge_old(OLD)  # this worker is a replacement the master waits for
+    events: list[str] = []
+
+    class Recycler:
+        def __init__(self, *_args, **_kwargs) -> None:
+            events.append(f"recycler, booted workers {shared.worker_pids()}")
+
+        def publish_to(self, slot) -> None:
+            events.append(f"publish to slot {slot}")
+
+    class Worker:
+        ppid = 4242
+        wsgi = staticmethod(lambda environ, start_response: [])
+        log = logging.getLogger("test-surge")
+
+    monkeypatch.setattr(hooks, "WorkerRecycler", Recycler)
+    monkeypatch.setattr(hooks, "wake_master", lambda pid: events.append(f"wake {pid}, booted {shared.worker_pids()}"))
+    monkeypatch.setattr(hooks.signal, "signal", lambda *_args: None)
+    monkeypatch.setattr(hooks.signal, "siginterrupt", lambda *_args: None)
+    monkeypatch.setattr(hooks.backstop, "watch_framework_errors", lambda: None)
+    monkeypatch.setattr(hooks, "_recycler", None)
+    monkeypatch.setattr(hooks, "_request_slot", None)
+    monkeypatch.setattr(hooks.RUNTIME, "shared", shared)
+    monkeypatch.setattr(hooks.RUNTIME, "plan", make_plan(Settings(), container(512, 2)))
+    monkeypatch.setattr(hooks.RUNTIME, "forked_monotonic", None)
+    monkeypatch.setattr(hooks.RUNTIME, "worker", None)
+
+    hooks.post_worker_init(Worker())
+
+    assert events == ["recycler, booted workers []", "publish to slot 0", f"wake 4242, booted [{os.getpid()}]"]
+    assert hooks._request_slot == 0
