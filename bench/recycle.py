@@ -37,6 +37,9 @@ AROUND_CYCLES = 4
 AFTER_WINDOW_S = 0.25  # part 15's recycle window: to this long after the new worker's first answer
 TARGET_ADDED_MS = 50.0
 TARGET_SURGE_ADDED_MS = 5.0
+# At 0.1 CPU a period's 10 ms of CPU is all there is: a replacement's boot that takes more than the period has
+# left throttles every request in it for up to 90 ms. The target there (issue 34) is this, not 5 ms.
+TARGET_QUOTA_SURGE_ADDED_MS = 40.0
 BEFORE_MS, AFTER_MS = 100.0, 150.0  # the figure: requests this close to a recycle, by their end
 FIGURE_RECYCLES = 20  # the first this many of each peer (every request near them): the SVG stays small
 REPLACE_FIRST_OFF = {"RECYCLE_REPLACE_FIRST": "false"}
@@ -161,6 +164,10 @@ class Row:
     def pace_s(self) -> float:
         return QUOTA_PACE_S if self.cpus is not None else PACE_S
 
+    @property
+    def surge_added_ms(self) -> float:
+        return TARGET_QUOTA_SURGE_ADDED_MS if self.cpus is not None else TARGET_SURGE_ADDED_MS
+
     def requests(self, scale: Scale) -> int:
         return scale.recycle_requests // QUOTA_SHARE if self.cpus is not None else scale.recycle_requests
 
@@ -243,12 +250,14 @@ class Measured:
     replaced_first: str  # the log's count, for the target's text
 
 
-def surge_targets(name: str, pace_s: float, measured: Measured | None) -> list[Target]:
+def surge_targets(
+    name: str, pace_s: float, measured: Measured | None, added_limit_ms: float = TARGET_SURGE_ADDED_MS
+) -> list[Target]:
     """A replace-first row's three targets: no failure, little added latency, no gap without a worker."""
     gap_limit_ms = 2 * pace_s * 1000
     texts = (
         f"{name}: 0 failed",
-        f"{name}: at most {TARGET_SURGE_ADDED_MS:g} ms added to the worst latency around a recycle (median)",
+        f"{name}: at most {added_limit_ms:g} ms added to the worst latency around a recycle (median)",
         f"{name}: no gap without an answering worker: median gap (the new worker's first answer less the old "
         f"one's last) <= {gap_limit_ms:.0f} ms, the client's own {pace_s * 1000:.0f} ms pause plus one more",
     )
@@ -262,7 +271,7 @@ def surge_targets(name: str, pace_s: float, measured: Measured | None) -> list[T
         Target(texts[0], measured.failed == 0, f"{measured.failed} failed of {measured.samples:,}"),
         Target(
             texts[1],
-            added <= TARGET_SURGE_ADDED_MS,
+            added <= added_limit_ms,
             f"median over {measured.recycles} recycles {added:.1f} ms (max {max(measured.added_ms):.0f}){quiet_text}",
         ),
         Target(
@@ -425,7 +434,9 @@ def run(scale: Scale) -> Part:
             part.targets.append(Target(text, None, "no recycle observed"))
     for row in rows:
         if row.surge_targets:
-            part.targets += surge_targets(row.peer.name, row.pace_s, measured_by_peer.get(row.peer.name))
+            part.targets += surge_targets(
+                row.peer.name, row.pace_s, measured_by_peer.get(row.peer.name), row.surge_added_ms
+            )
     return part
 
 

@@ -42,6 +42,7 @@ log = logging.getLogger("bench")
 APP = "bench.apps:app"
 CPU_LEVELS = (0.1, 0.5)  # Render's free instance, its Starter
 TARGET_CPUS = 0.1
+TARGET_WORKER_INIT_EXTRA_MS = 1.0  # issue 34: a worker boots for almost nothing, as plain gunicorn's does
 LEAK_PATH = "/bench/leak?mb=2"  # each request keeps 2 MB for the life of its worker
 LEAK_CLIENTS = 2
 LEAK_MAX_RATE = 200  # requests/s: the count bound is this times the time bound (the time bound is the one that acts)
@@ -545,6 +546,24 @@ def first_health_target(by_peer: dict[str, list[float]], cpu_ms_by_peer: dict[st
     )
 
 
+def worker_init_target(steps_by_peer: dict[str, list[dict[str, StepCost]]]) -> Target:
+    """At 0.1 CPU, the worker's init (gunicorn's init_process and post_worker_init) against plain gunicorn's."""
+    text = (
+        f"at {TARGET_CPUS:g} CPU, the worker's init (init_process, post_worker_init) costs at most plain gunicorn's "
+        f"+ {TARGET_WORKER_INIT_EXTRA_MS:g} ms of CPU"
+    )
+    medians = {name: median_steps(runs).get("worker-init") for name, runs in steps_by_peer.items() if runs}
+    fitflix = medians.get("fitflix")
+    plain = next((cost for name, cost in medians.items() if name.startswith("plain")), None)
+    if fitflix is None or plain is None:
+        return Target(text, None, "a peer's boot steps were not stamped")
+    return Target(
+        text,
+        fitflix.cpu_ms <= plain.cpu_ms + TARGET_WORKER_INIT_EXTRA_MS,
+        f"median CPU ms: FitFlix {fitflix.cpu_ms:.1f}, plain {plain.cpu_ms:.1f} ({fitflix.cpu_ms - plain.cpu_ms:+.1f})",
+    )
+
+
 def step_notes(steps_by_peer: dict[str, list[dict[str, StepCost]]]) -> list[str]:
     """One line per boot step at 0.1 CPU: each stamped peer's CPU ms / wall ms and the process it ran in."""
     medians = {name: median_steps(runs) for name, runs in steps_by_peer.items() if runs}
@@ -740,6 +759,7 @@ def run(scale: Scale) -> Part:
     at_target = {name: values for (name, cpus), values in first_health.items() if cpus == TARGET_CPUS}
     cpu_at_target = {name: values for (name, cpus), values in boot_cpu.items() if cpus == TARGET_CPUS}
     part.targets.append(first_health_target(at_target, cpu_at_target))
+    part.targets.append(worker_init_target(steps_by_peer))
     if first_health:
         part.pictures.append(first_health_figure(base, first_health, boot_cpu))
     return part

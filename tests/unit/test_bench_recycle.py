@@ -83,6 +83,13 @@ def test_the_surge_targets_miss_on_a_failure_on_added_latency_and_on_a_gap():
     assert "<= 100 ms" in gap.text  # the 50 ms pause plus one more
 
 
+def test_at_a_cpu_quota_the_added_latency_target_is_its_own():
+    _failed, added, _gap = surge_targets("fitflix @ 0.1 CPU", 0.05, measured([60.0], [35.0]), 40.0)
+    assert added.met is True and "at most 40 ms added" in added.text
+    _failed, added, _gap = surge_targets("fitflix @ 0.1 CPU", 0.05, measured([60.0], [45.0]), 40.0)
+    assert added.met is False
+
+
 def test_the_surge_targets_without_a_run_or_a_recycle_are_not_measured():
     assert [target.met for target in surge_targets("fitflix", 0.01, None)] == [None, None, None]
     assert [target.measured for target in surge_targets("fitflix", 0.01, measured([], []))] == [

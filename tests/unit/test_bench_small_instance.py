@@ -19,6 +19,7 @@ from bench.small_instance import (
     probe_p99_ms,
     recycle_extra_ms,
     self_ms_by,
+    worker_init_target,
 )
 
 
@@ -250,6 +251,16 @@ def test_the_target_compares_medians(fitflix_s, plain_s, met):
     by_peer = {"fitflix": fitflix_s, "plain -w 1 --max-requests 100": plain_s}
     target = first_health_target(by_peer, {"fitflix": [320.0], "plain -w 1 --max-requests 100": [318.0]})
     assert target.met is met
+
+
+@pytest.mark.parametrize(("fitflix_ms", "met"), [([1.9, 2.0, 2.6], True), ([2.4, 2.5], False)])
+def test_the_worker_init_target_is_plain_gunicorns_cpu_plus_a_millisecond(fitflix_ms, met):
+    def runs(cpu_ms: list[float]) -> list[dict[str, StepCost]]:
+        return [{"worker-init": StepCost("worker", value, value * 10)} for value in cpu_ms]
+
+    target = worker_init_target({"fitflix": runs(fitflix_ms), "plain -w 1 --max-requests 100": runs([1.0, 1.2])})
+    assert target.met is met and "plain 1.1" in target.measured
+    assert worker_init_target({"fitflix": runs([2.0]), "plain -w 1": []}).met is None
 
 
 def test_the_bench_and_the_boot_config_agree_on_the_switch_that_drops_the_base_config():
