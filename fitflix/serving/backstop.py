@@ -3,11 +3,9 @@
 A data-segment rlimit (RLIMIT_DATA, set after fork) makes such an allocation
 fail at once with MemoryError inside that request, instead of growing the
 container into the kernel's OOM killer. Thread stacks count as data too (8 MiB
-each by default), and must never be room left beside the limit (room for 32
-unstarted stacks let one request grow 256 MiB past the cap): gthread's pool has
-every thread started before the limit is measured (`start_pool_threads`);
-FitFlix's own worker starts its threads as requests wait for them, the limit
-raised by one stack before each (`WorkerRecycler.make_room_for_thread`). Whoever catches the MemoryError (the
+each by default): `start_pool_threads` starts every request thread before the
+limit is measured, so their stacks are inside it rather than room left beside
+it (room for 32 unstarted stacks let one request grow 256 MiB past the cap). Whoever catches the MemoryError (the
 Flask error handler, or `guard_wsgi` around any other WSGI app) calls
 `trip()`; the worker's post_request hook then recycles the worker.
 """

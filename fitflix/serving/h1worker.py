@@ -42,7 +42,6 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from datetime import timedelta
 from email.utils import formatdate
 from queue import SimpleQueue
@@ -65,8 +64,6 @@ BODY_BUFFER_BYTES = 65536
 DRAIN_MAX_BYTES = 65536
 CUT_LOG_INTERVAL_S = 60.0
 LOOP_TICK_S = 1.0
-# Request threads started at boot; the others start as requests wait for them, up to THREADS.
-BOOT_THREADS = 1
 LINGER_S = 2.0
 # How long a stopping worker keeps its kept-alive connections (gunicorn's gthread: STOP_KEEPALIVE_LINGER).
 STOP_KEEPALIVE_LINGER_S = 2.0
@@ -478,11 +475,8 @@ class FitflixWorker(base.Worker):
         self.idle_timers: deque[tuple[float, Connection, int]] = deque()
         self.jobs: SimpleQueue = SimpleQueue()
         self.threads: list[threading.Thread] = []
-        self.idle_threads = 0  # started request threads waiting for a job
-        self._idle_lock = threading.Lock()
-        # The recycler's, once it runs: a thread's stack counts as data, so the data limit grows by one
-        # stack before each thread starts (count 1), and back if it could not (count -1).
-        self.make_room_for_thread: Callable[[int], None] | None = None
+        self.busy = 0
+        self._busy_lock = threading.Lock()
         self.cuts: Counter[str] = Counter()
         self.lines_pending = _nothing_pending  # the logger's, once the loop runs
         self.idle_tick_s = LOOP_TICK_S  # the settings', once the loop runs
@@ -502,30 +496,13 @@ class FitflixWorker(base.Worker):
         return len(self.conns)
 
     def init_process(self) -> None:
-        # One request thread at boot, the others as jobs wait for them (`_to_thread`): a light load never
-        # starts most, and a boot saves their starts (BENCHMARKS part 15). This one starts before
-        # post_worker_init (base.init_process), where the backstop measures the data segment; a later
-        # one has the data limit raised by its stack first (`make_room_for_thread`).
-        for _ in range(min(BOOT_THREADS, self.request_threads)):
-            self._start_thread()
-        super().init_process()
-
-    def _start_thread(self) -> None:
-        room = self.make_room_for_thread
-        if room is not None:
-            room(1)
-        thread = threading.Thread(target=self._serve_forever, name=f"fitflix-request-{len(self.threads)}", daemon=True)
-        try:
+        # Every app thread starts before post_worker_init (base.init_process), where the backstop
+        # measures the data segment: their stacks are inside the limit, not room left beside it.
+        for index in range(self.request_threads):
+            thread = threading.Thread(target=self._serve_forever, name=f"fitflix-request-{index}", daemon=True)
             thread.start()
-        except RuntimeError as error:  # no room for its stack (the data limit), or the system's thread limit
-            if room is not None:
-                room(-1)
-            self.request_threads = max(len(self.threads), 1)  # serve with the threads there are
-            self.log.warning("Worker %s: serving with %s request threads (%s)", self.pid, self.request_threads, error)
-            if not self.threads:
-                raise
-            return
-        self.threads.append(thread)
+            self.threads.append(thread)
+        super().init_process()
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -746,10 +723,6 @@ class FitflixWorker(base.Worker):
     def _to_thread(self, conn: Connection) -> None:
         conn.state, conn.gen = BUSY, conn.gen + 1
         self.jobs.put(conn)
-        # More jobs wait than threads do: one more thread, up to THREADS. (A thread that just took a job
-        # may not have said so yet: then one starts early, never one too few.)
-        if len(self.threads) < self.request_threads and self.jobs.qsize() > self.idle_threads:
-            self._start_thread()
 
     def _rearm(self, conn: Connection) -> None:
         try:
@@ -825,20 +798,20 @@ class FitflixWorker(base.Worker):
 
     def _serve_forever(self) -> None:
         jobs = self.jobs
-        lock = self._idle_lock
         while True:
-            with lock:
-                self.idle_threads += 1
             conn = jobs.get()
-            with lock:
-                self.idle_threads -= 1
             if conn is None:
                 return
+            with self._busy_lock:
+                self.busy += 1
             try:
                 self._serve(conn)
             except Exception:
                 self.log.exception("Error serving a connection")
                 self.close(conn)
+            finally:
+                with self._busy_lock:
+                    self.busy -= 1
 
     def _serve(self, conn: Connection) -> None:
         reader = conn.reader

@@ -407,8 +407,6 @@ def post_worker_init(worker) -> None:
             threads = worker.cfg.threads if pool is not None else 0
             started = backstop.start_pool_threads(pool, threads) if threads else 0
             _recycler = WorkerRecycler(worker, RUNTIME.plan, RUNTIME.shared, unstarted_threads=threads - started)
-            if hasattr(worker, "make_room_for_thread"):  # FitFlix's worker starts its request threads as needed
-                worker.make_room_for_thread = _recycler.make_room_for_thread
             worker.wsgi = backstop.guard_wsgi(worker.wsgi)
             backstop.watch_framework_errors()
             signal.signal(CLEANUP_SIGNAL, clean_up)

@@ -6,7 +6,6 @@ the memory monitor, is `monitor.py`.
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -134,7 +133,6 @@ class WorkerRecycler:
         stack_bytes = resource.getrlimit(resource.RLIMIT_STACK)[0]
         if stack_bytes == resource.RLIM_INFINITY:
             stack_bytes = 8 * MIB
-        self.stack_bytes = stack_bytes  # a new thread's stack, as glibc sizes it (the stack rlimit)
         self.stack_allowance_bytes = unstarted_threads * stack_bytes
         self.threshold_seed = random.random()  # this worker's draw, kept when the budgets change
         self.reason: str | None = None  # why this worker stopped accepting
@@ -190,16 +188,6 @@ class WorkerRecycler:
             boot_uss_bytes=self.boot_uss_bytes,
         )
         self._unread = 0
-
-    def make_room_for_thread(self, count: int = 1) -> None:
-        """A request thread about to start (`count` 1), or one that could not after all (-1): its stack counts
-        as data, so the data limit moves by one stack and the room left for the app's memory stays as it was."""
-        limits = self._limits
-        if limits.data_limit_bytes is None:
-            return
-        data_limit = limits.data_limit_bytes + count * self.stack_bytes
-        backstop.set_data_limit(data_limit)
-        self.limits = dataclasses.replace(limits, data_limit_bytes=data_limit)
 
     @property
     def limits(self) -> WorkerLimits:

@@ -7,7 +7,6 @@ and CRITICAL memory; TTIN and TTOU moving the per-worker budgets.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -170,13 +169,7 @@ def test_sigusr2_upgrade_under_load_and_critical_memory_loses_nothing(live_serve
     result = load["result"]
     assert result.failed == 0 and result.unsent == 0, result.statuses
     assert server.process.returncode == 0
-    # The old master's guard judged the memory outside its workers, and never took the new master (or its
-    # workers) for one. (Once the old tree is gone, the new master's own guard may recycle one of its workers:
-    # usage is left near the critical level, and a busy worker holds request threads a fresh one has not started.)
-    log = server.log()
-    assert logged_by(server, old_master, "the memory is held outside the workers")
-    recycled = [line for line in log.splitlines() if f"[{old_master}] " in line and "recycling worker" in line]
-    assert recycled == [], recycled
+    assert "Memory guard: recycling worker" not in server.log()
     assert seen_workers and all(count in (1, 2) for count in seen_workers), seen_workers
     assert cgroup.oom_kills() == 0
 
@@ -227,23 +220,4 @@ def test_a_flag_that_overrides_the_plans_threads_keeps_the_hard_cap_exact(live_s
     poll_until(lambda: answers(server), 10, "a 200 after the spike")
     assert server.request("GET", f"/spike?mb={hard_cap_mb + 16}", timeout_s=60)[0] == 503
     assert "Memory recycling is off" not in server.log()
-    assert cgroup.oom_kills() == 0
-
-
-def test_threads_started_as_requests_wait_for_them_keep_the_hard_cap_exact(live_server, memory_cgroup):
-    """FitFlix's worker starts a request thread only when a request waits for one, the data limit raised by its
-    stack first: once all 8 ran at once, a spike under the hard cap is served and one past it refused."""
-    cgroup = memory_cgroup(256)
-    server = live_server({"THREADS": "8"}, app=SERVICE_WITH_LEAKS, cgroup=cgroup)
-    hard_cap_mb = server.get_json("/health/memory")[1]["thresholds"]["workerHardCapMb"]
-
-    result = run_load(server.port, "/sleep?ms=300", requests=16, clients=8, time_limit_s=60, keep_bodies=True)
-    assert result.failed == 0, result.statuses
-    # Each answer counts the others still asleep: seven beside one, eight threads serving at once.
-    assert max(json.loads(body)["sleeping"] for body in result.bodies) == 7
-
-    assert server.request("GET", f"/spike?mb={hard_cap_mb * 9 // 10}", timeout_s=60)[0] == 200
-    poll_until(lambda: answers(server), 10, "a 200 after the spike")
-    assert server.request("GET", f"/spike?mb={hard_cap_mb + 16}", timeout_s=60)[0] == 503
-    assert "serving with" not in server.log()  # every thread started
     assert cgroup.oom_kills() == 0

@@ -32,7 +32,6 @@ from fitflix.serving.recycle import (
     RECYCLE,
     ExactCheckLevels,
     WorkerLimits,
-    exact_check_levels,
     memory_verdict,
 )
 from fitflix.serving.recycler import (
@@ -203,24 +202,6 @@ def test_the_data_limit_is_what_the_backstop_was_given(recyclers):
     # What it holds plus the room up to its hard cap (no unstarted thread stacks here).
     expected = BOOT_DATA + recycler.limits.hard_cap_bytes - BOOT_USS
     assert recycler.limits.data_limit_bytes == expected and recyclers.data_limits == [expected]
-
-
-def test_a_thread_started_later_moves_the_data_limit_by_its_stack_and_back_if_it_could_not_start(recyclers):
-    recycler = recyclers.make()
-    booted = recycler.limits.data_limit_bytes
-    data_edge = booted * DATA_LIMIT_RECYCLE_FRACTION
-    recycler.make_room_for_thread(1)
-    assert recycler.limits.data_limit_bytes == booted + recycler.stack_bytes == recyclers.data_limits[-1]
-    # The levels the rules watch moved with it: the data edge is the new limit's.
-    assert recycler.limits.data_limit_bytes * DATA_LIMIT_RECYCLE_FRACTION > data_edge
-    assert recycler._levels == exact_check_levels(recycler.limits, recycler.rules)
-    recycler.make_room_for_thread(-1)
-    assert recycler.limits.data_limit_bytes == booted == recyclers.data_limits[-1]
-
-    recycler.limits = WorkerLimits(threshold_bytes=530 * MIB, hard_cap_bytes=700 * MIB, data_limit_bytes=None)
-    sets = len(recyclers.data_limits)
-    recycler.make_room_for_thread(1)  # no data limit (no data figure here): nothing to move
-    assert recycler.limits.data_limit_bytes is None and len(recyclers.data_limits) == sets
 
 
 # --- the exact check: only where a rule may fire ----------------------------------------------
