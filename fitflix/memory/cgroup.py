@@ -79,8 +79,13 @@ def _read_int(path: Path) -> int | None:
 
 def _read_keyed(path: Path) -> dict[str, int]:
     """Parse `key value` lines (memory.stat, memory.events, memory.oom_control)."""
+    return _parse_keyed(read_text(path) or "")
+
+
+def _parse_keyed(text: str) -> dict[str, int]:
+    """`key value` lines; a line that is not one is left out."""
     values: dict[str, int] = {}
-    for line in (read_text(path) or "").splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition(" ")
         if value.strip().lstrip("-").isdigit():
             values[key] = int(value)
@@ -378,7 +383,10 @@ class PressureAlarm:
         try:
             self.events_fd = os.open(cgroup.memory_dir / "memory.events", os.O_RDONLY | os.O_CLOEXEC)
             self.events = self._read_events()
-        except OSError as error:
+        except OSError as error:  # missing, or opened but not readable: nothing to wait on
+            if self.events_fd is not None:
+                os.close(self.events_fd)
+                self.events_fd = None
             problems.append(f"memory.events: {error.strerror}")
         try:
             fd = os.open(cgroup.memory_dir / "memory.pressure", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -405,8 +413,7 @@ class PressureAlarm:
 
     def _read_events(self) -> dict[str, int]:
         # Each read of the file from its start also re-arms its POLLPRI (kernfs notes the event it saw).
-        text = os.pread(self.events_fd, 4096, 0).decode()
-        return {key: int(value) for key, value in (line.split() for line in text.splitlines()) if value.isdigit()}
+        return _parse_keyed(os.pread(self.events_fd, 4096, 0).decode(errors="replace"))
 
     def clear(self, ready: frozenset[int] = frozenset()) -> bool:
         """Whether the kernel said something of the watched counters or the stalls, among the `ready` fds."""

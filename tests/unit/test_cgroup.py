@@ -451,3 +451,25 @@ def test_the_v2_alarm_keeps_memory_events_where_the_psi_trigger_is_refused_and_s
     v1 = PressureAlarm(find_cgroup(tmp_path / "v1"))
     assert v1.fd is None and "cgroup v1" in v1.problem and v1.clear(frozenset({3})) is False
     assert PressureAlarm(None).problem == "no memory cgroup"
+
+
+def test_a_bad_memory_events_file_neither_stops_the_v2_alarm_nor_leaks_its_fd(tmp_path):
+    make_cgroup_v2(tmp_path, "/app", memory_max=512 * MIB)
+    cgroup = find_cgroup(tmp_path)
+    alarm = PressureAlarm(cgroup)
+    try:
+        write(cgroup.memory_dir / "memory.events", "garbage\nhigh x\n\xff\nhigh 2 3\nmax 4\n")
+        assert alarm.clear(frozenset({alarm.events_fd})) is True  # the lines that parse still count
+        assert alarm.said == {"memory.events": "memory.events max +4"}
+    finally:
+        alarm.close()
+
+    events = cgroup.memory_dir / "memory.events"
+    events.unlink()
+    events.mkdir()  # opens, but cannot be read
+    unreadable = PressureAlarm(cgroup)
+    try:
+        assert unreadable.events_fd is None and unreadable.problem.startswith("memory.events: ")
+        assert unreadable.fd == unreadable.pressure_fd is not None  # the PSI trigger still serves
+    finally:
+        unreadable.close()
