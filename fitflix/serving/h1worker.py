@@ -485,6 +485,7 @@ class FitflixWorker(base.Worker):
         self._date = (0, "")
         self.lingering: deque[tuple[float, socket.socket]] = deque()
         self.accepting = True
+        self.listeners_closed = threading.Event()  # set once _stop closed them: no connection comes after
         self.epoll: select.epoll | None = None
         self.turn = 0  # the loop's turns: a connection accepted in this one is never cut to make room
 
@@ -947,6 +948,7 @@ class FitflixWorker(base.Worker):
             except OSError:
                 pass
             listener.close()
+        self.listeners_closed.set()
         # Kept-alive connections stay open STOP_KEEPALIVE_LINGER at most (gthread's rule): a request a client
         # is already sending on one is answered, with "Connection: close", rather than reset.
         now = time.monotonic()

@@ -400,6 +400,11 @@ class WorkerRecycler:
             rss, _data = self.read()
             self.leave("timeout", rss, self._read_uss() or rss)
             deadline = time.monotonic() + self.plan.graceful_timeout_s
+            # FitFlix's worker may still accept in the loop's turn under way: count its connections only once
+            # it has closed its listeners, or one accepted after the count is cut unanswered by the exit.
+            closed = getattr(self.worker, "listeners_closed", None)
+            if closed is not None:
+                closed.wait(max(deadline - time.monotonic(), 0))
             # gthread counts every open connection, including one accepted a
             # moment ago whose request has not started: wait for all but the stuck.
             while self._open_connections() > len(hung) and time.monotonic() < deadline:

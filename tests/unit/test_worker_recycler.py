@@ -415,6 +415,24 @@ def test_a_request_stuck_past_the_timeout_replaces_the_worker(recyclers):
     assert finished == ["timeout"] and recycler.worker.alive is False
 
 
+def test_a_stuck_worker_ends_only_once_its_loop_closed_the_listeners(recyclers):
+    """FitFlix's worker may accept in the turn under way: a connection accepted after the count would be cut."""
+    worker = FakeWorker()
+    worker.listeners_closed = threading.Event()
+    recycler = recyclers.make(worker, SharedState(), worker_timeout_s=2)
+    finished: list[str | None] = []
+    recycler.finish = lambda: finished.append(recycler.reason)
+    recycler.request_started()
+
+    recyclers.clock.advance(recycler.plan.timeout_s + 1)
+    poll_until(lambda: worker.alive is False, 10, "the timeout watch to stop the worker accepting")
+    assert not worker.listeners_closed.wait(0.3) and finished == []  # the loop has not closed them: it waits
+
+    worker.listeners_closed.set()
+    poll_until(lambda: finished, 10, "the worker to end once its listeners are closed")
+    assert finished == ["timeout"]
+
+
 def test_the_timeout_watch_sleeps_half_the_timeout_while_idle_and_looks_every_second_while_busy(recyclers):
     recycler = recyclers.make(FakeWorker(), SharedState())  # WORKER_TIMEOUT_S=30
     timeout_s = recycler.plan.timeout_s
