@@ -212,13 +212,23 @@ class Surge:
         if pid not in self.server.WORKERS:
             self.shared.clear_surge_request(pid)
             return
-        fits, why = self.room(pid, self.expected_boot_s(), self.expected_handover_s())
+        # Under way before the room is asked: a forecast that fits starts the monitor's watch of the overlap,
+        # on the monitor's own thread, which ends a watch that finds no replacement under way. Set after,
+        # the watch could look first and end at once, and the overlap went unwatched: an OOM kill at 100%
+        # in the leak sweep's fast small-object leak, each time the monitor's thread won that race.
+        self.current = Replacement(pid, self.clock(), self.server.worker_age)
+        try:
+            fits, why = self.room(pid, self.expected_boot_s(), self.expected_handover_s())
+        except BaseException:
+            self.current = None
+            raise
         if not fits:
+            self.current = None
             self.shared.clear_surge_request(pid)
             self.server.log.info("Retiring worker %s without a replacement first: %s", pid, why)
             self.send(pid, signal.SIGTERM)
             return
-        self.current = Replacement(pid, self.clock(), self.server.worker_age)
+        self.current.started = self.clock()  # the boot is timed from the spawn, not from the forecast
         self.shared.set_surge_old(pid)
         self.server.log.info("Replacing worker %s: its replacement boots first (%s)", pid, why)
         self._set_num_workers(self.server.num_workers + 1)

@@ -157,12 +157,37 @@ def test_the_replacement_boots_before_the_old_worker_is_sent_sigterm_and_the_cou
 
 
 def test_without_room_the_worker_is_sent_sigterm_at_once_and_no_worker_is_added():
-    arbiter, shared, _surge, _clock = setup(workers=1, fits=False)
+    arbiter, shared, surge, _clock = setup(workers=1, fits=False)
     shared.request_surge(OLD)
     arbiter.manage_workers()
     assert arbiter.sent == [(OLD, signal.SIGTERM)]
     assert arbiter.num_workers == 1 and len(arbiter.WORKERS) == 1
     assert shared.surge_request() == 0
+    assert surge.current is None
+
+
+def test_the_replacement_is_under_way_while_the_room_is_asked_so_the_monitors_watch_finds_it():
+    """The monitor starts its watch inside room() and its thread may look before room() returns: a watch
+    that finds no replacement under way ends, and the overlap it was for went unwatched (an OOM kill)."""
+    arbiter, shared, surge, clock = setup(workers=1)
+    asked = surge.room
+    seen = []
+
+    def racing_room(pid: int, boot_s: float, handover_s: float) -> tuple[bool, str]:
+        answer = asked(pid, boot_s, handover_s)
+        seen.append(surge.current)  # what the monitor's thread, woken by the watch's start, finds
+        clock.now += 0.5  # a slow forecast (a whole report where there is no cgroup)
+        return answer
+
+    surge.room = racing_room
+    shared.request_surge(OLD)
+    arbiter.manage_workers()
+    assert seen[0] is not None and seen[0].old_pid == OLD and seen[0] is surge.current
+    replacement = newest(arbiter)
+    clock.now += 0.02
+    arbiter.boot(replacement)
+    arbiter.manage_workers()
+    assert surge.boots_s[-1][1] == pytest.approx(0.02)  # timed from the spawn, not from the forecast
 
 
 def test_a_replacement_that_never_boots_is_given_up_on_and_the_old_worker_leaves():
