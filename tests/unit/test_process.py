@@ -12,6 +12,7 @@ from fitflix.memory.process import (
     PAGE_BYTES,
     StatmReader,
     children_of,
+    huge_pages_always,
     parent_pid,
     parse_smaps_rollup,
     read_smaps_rollup,
@@ -82,6 +83,14 @@ def test_read_smaps_rollup_of_this_process_agrees_with_psutil():
     assert abs(ours.pss_bytes - theirs.pss) <= 4 * MIB
     assert abs(ours.rss_bytes - theirs.rss) <= 4 * MIB
     assert ours.rss_bytes >= ours.pss_bytes >= ours.uss_bytes > 0
+
+
+def test_huge_pages_always_reads_the_bracketed_mode(tmp_path):
+    write(tmp_path / "sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n")
+    assert huge_pages_always(tmp_path) is False
+    write(tmp_path / "sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n")
+    assert huge_pages_always(tmp_path) is True
+    assert huge_pages_always(tmp_path / "no-sys") is False  # a kernel without THP: a fault is a page
 
 
 @pytest.mark.parametrize(

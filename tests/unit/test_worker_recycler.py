@@ -76,6 +76,7 @@ class FakeMemory:
 
     def __init__(self) -> None:
         self.rss, self.data, self.uss = BOOT_RSS, BOOT_DATA, BOOT_USS
+        self.faults: int | None = None  # bytes faulted in since the fork; None: the USS itself
         self.statm_reads = 0
         self.smaps_reads = 0
 
@@ -93,6 +94,10 @@ class FakeMemory:
         assert pid == "self"
         self.smaps_reads += 1
         return USSFigures(self.uss)
+
+    def faulted_bytes(self) -> int:
+        """The page faults' bound on the USS (exact, unless a test sets `faults`)."""
+        return self.uss if self.faults is None else self.faults
 
 
 @dataclass
@@ -121,6 +126,8 @@ def recyclers(monkeypatch):
     monkeypatch.setattr(recycler_module, "time", clock)
     monkeypatch.setattr(recycler_module, "self_memory_reader", lambda root, fallbacks: memory)
     monkeypatch.setattr(recycler_module, "read_process_memory", memory.read_process_memory)
+    monkeypatch.setattr(recycler_module, "faulted_bytes", memory.faulted_bytes)
+    monkeypatch.setattr(recycler_module, "HUGE_PAGES_ALWAYS", False)
     monkeypatch.setattr(recycler_module, "wake_master", woken.append)
     monkeypatch.setattr(backstop, "set_data_limit", data_limits.append)
     made: list[WorkerRecycler] = []
@@ -202,6 +209,31 @@ def test_the_data_limit_is_what_the_backstop_was_given(recyclers):
     # What it holds plus the room up to its hard cap (no unstarted thread stacks here).
     expected = BOOT_DATA + recycler.limits.hard_cap_bytes - BOOT_USS
     assert recycler.limits.data_limit_bytes == expected and recyclers.data_limits == [expected]
+
+
+# --- the boot: its USS bounded by its page faults, no smaps walk --------------------------------
+
+
+def test_at_boot_the_uss_is_the_page_faults_bound_and_smaps_is_not_read(recyclers):
+    recyclers.memory.faults = BOOT_USS + 3 * MIB  # the bound is a little high: shared file pages fault too
+    recycler = recyclers.make()
+    assert recyclers.memory.smaps_reads == 0
+    assert recycler.boot_uss_bytes == BOOT_USS + 3 * MIB
+    # The data limit leaves the room to the hard cap less the bound: 3 MB less room, never more.
+    assert recycler.limits.data_limit_bytes == BOOT_DATA + recycler.limits.hard_cap_bytes - BOOT_USS - 3 * MIB
+
+
+def test_at_boot_the_page_faults_bound_is_never_above_the_rss(recyclers):
+    recyclers.memory.faults = BOOT_RSS + 50 * MIB  # a process that was not forked: every fault of its life
+    recycler = recyclers.make()
+    assert recycler.boot_uss_bytes == BOOT_RSS and recyclers.memory.smaps_reads == 0
+
+
+def test_where_one_fault_can_bring_a_huge_page_the_boot_reads_smaps(recyclers, monkeypatch):
+    monkeypatch.setattr(recycler_module, "HUGE_PAGES_ALWAYS", True)
+    recyclers.memory.faults = BOOT_USS // 512  # a few huge pages: the faults undercount
+    recycler = recyclers.make()
+    assert recyclers.memory.smaps_reads == 1 and recycler.boot_uss_bytes == BOOT_USS
 
 
 # --- the exact check: only where a rule may fire ----------------------------------------------
