@@ -232,11 +232,14 @@ class WorkerRecycler:
         The smaps read walks every page the worker shares with its master: about 1 ms of CPU at a whole
         CPU, out of the boot of a replacement that at 0.1 CPU shares its quota with the worker it replaces
         (BENCHMARKS part 15). The bound is a little high (its data limit a little lower, its growth a
-        little less), never low: except where one fault can bring a huge page, where smaps is read.
+        little less), never low, except where one fault can bring a huge page: where THP is 'always', or
+        where the app was imported in the worker (no preload_app), whose imports may ask for huge pages
+        of their own (numpy does for large arrays). There smaps is read.
         """
         if self.statm.is_peak:
             return rss
-        if HUGE_PAGES_ALWAYS:
+        preloaded = getattr(getattr(self.worker, "cfg", None), "preload_app", True)
+        if HUGE_PAGES_ALWAYS or not preloaded:
             return self._read_uss() or rss
         return min(rss, faulted_bytes())
 

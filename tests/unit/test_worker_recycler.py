@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
@@ -233,6 +234,14 @@ def test_where_one_fault_can_bring_a_huge_page_the_boot_reads_smaps(recyclers, m
     monkeypatch.setattr(recycler_module, "HUGE_PAGES_ALWAYS", True)
     recyclers.memory.faults = BOOT_USS // 512  # a few huge pages: the faults undercount
     recycler = recyclers.make()
+    assert recyclers.memory.smaps_reads == 1 and recycler.boot_uss_bytes == BOOT_USS
+
+
+def test_where_the_app_was_imported_in_the_worker_the_boot_reads_smaps(recyclers):
+    worker = FakeWorker()
+    worker.cfg = SimpleNamespace(preload_app=False)  # its imports may have mapped huge pages since the fork
+    recyclers.memory.faults = BOOT_USS // 512
+    recycler = recyclers.make(worker)
     assert recyclers.memory.smaps_reads == 1 and recycler.boot_uss_bytes == BOOT_USS
 
 
