@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+import threading
 import time
 
 import pytest
@@ -373,3 +375,28 @@ def test_script_name_from_the_environment_mounts_the_app_under_it_as_gunicorn_do
 
     assert (environ["SCRIPT_NAME"], environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/app", "/environ/x", "q=1")
     assert outside.status == 400 and "SCRIPT_NAME" in outside.json()["message"]
+
+
+@pytest.mark.timeout(60)
+def test_every_request_thread_is_up_at_boot_and_serves_at_once(live_server):
+    """THREADS=3: the worker starts its three request threads before it serves, and each takes a request."""
+    server = live_server({**OWN, "THREADS": "3"}, app="harness.apps.leaky:app")
+    worker = server.worker_pids()[0]
+    # Its main thread, the three request threads, the recycler's timeout watch: nothing started later.
+    assert len(os.listdir(f"/proc/{worker}/task")) == 5
+
+    answers: list[dict] = []
+
+    def sleep() -> None:
+        with connect(server, timeout_s=20) as sock:
+            sock.sendall(b"GET /sleep?ms=2000 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            answers.append(read_answer(sock, bytearray()).json())
+
+    clients = [threading.Thread(target=sleep) for _ in range(3)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(30)
+    # Each answer says how many other sleeps were in flight as it ended: 2 for the first, so 3 at once.
+    assert len(answers) == 3 and max(answer["sleeping"] for answer in answers) == 2, answers
+    assert {answer["pid"] for answer in answers} == {worker}
