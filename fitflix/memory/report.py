@@ -189,14 +189,28 @@ class MemoryProbe:
             self._cached = (now, key, report)
             return report
 
+    def _read(self, pid: int, master_pid: int) -> ProcessMemory | None:
+        memory = read_process_memory(pid, self.root, self.fallbacks)
+        if memory is None or self.published is None or (memory.rss_bytes, memory.peak_rss_bytes) != (None, None):
+            return memory
+        return with_published(memory, self.published(pid, master_pid))
+
+    def private_bytes_of(self, pids: Iterable[int], master_pid: int) -> dict[int, int]:
+        """These workers' private memory (USS where it can be had), one read each: not a whole report."""
+        figures = {}
+        for pid in pids:
+            memory = self._read(pid, master_pid)
+            private = memory.private_bytes() if memory is not None else None
+            if private is not None:
+                figures[pid] = private
+        return figures
+
     def _measure(self, role: str, master_pid: int) -> MemoryReport:
         processes = []
         for process_role, pid in tree_pids(role, master_pid, self.worker_pids()):
-            memory = read_process_memory(pid, self.root, self.fallbacks)
+            memory = self._read(pid, master_pid)
             if memory is None:  # it ended between the listing and the read
                 continue
-            if memory.rss_bytes is None and memory.peak_rss_bytes is None and self.published is not None:
-                memory = with_published(memory, self.published(pid, master_pid))
             processes.append(ProcessFigures(process_role, memory))
         service_bytes, service_source = service_memory(processes)
         pss_missing = not processes or any(process.memory.pss_bytes is None for process in processes)

@@ -286,7 +286,7 @@ class MemoryMonitor(threading.Thread):
             self.shared.publish_master_memory(rss, self.own_reader.is_peak)
         report = None
         workers = set(self.probe.worker_pids())
-        booted = not workers <= self._workers_seen  # read its USS: what a fresh worker holds
+        booted = workers - self._workers_seen  # read their USS: what a fresh worker holds
         self._workers_seen = workers
         cheap = self.cheap_used()
         limit_bytes = self.plan.limit_mb * MIB
@@ -302,13 +302,14 @@ class MemoryMonitor(threading.Thread):
         whole = (
             status is None
             or status == "CRITICAL"  # the guard needs every worker's USS
-            or booted
             or status != self.policy.reported_status  # an alert line, which gives the whole summary
             or self.policy.usage_due_in(now) == 0
         )
         if not whole:
             if cheap[1] is not None:
                 self._last_used, self._last_was_usage = (now, cheap[0]), cheap[1] == "usage"
+            if booted:  # the guard's yardstick: only the new workers' smaps (a whole report was 2-3 ms a recycle)
+                self.guard_policy.observe(self.probe.private_bytes_of(booted, self.master_pid))
         else:
             # Read now, never the probe's cached report: looks come 20 ms apart after the kernel's word,
             # and a report a second old would judge a fast leak by what it was then.
