@@ -505,8 +505,12 @@ class FitflixWorker(base.Worker):
         # them (the worker ends each with a None), and they go unnamed: naming one makes threading's
         # stand-in for it (a _DummyThread), which costs what the start saved.
         for _ in range(self.request_threads):
-            self.threads.append(_thread.start_new_thread(self._serve_forever, ()))
+            self.start_request_thread()
         super().init_process()
+
+    def start_request_thread(self) -> None:
+        """At boot, and one more when every request thread is stuck past the timeout (the recycler's watch)."""
+        self.threads.append(_thread.start_new_thread(self._serve_forever, ()))
 
     def init_signals(self) -> None:
         super().init_signals()

@@ -6,6 +6,7 @@ the memory monitor, is `monitor.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -136,6 +137,7 @@ class WorkerRecycler:
         stack_bytes = resource.getrlimit(resource.RLIMIT_STACK)[0]
         if stack_bytes == resource.RLIM_INFINITY:
             stack_bytes = 8 * MIB
+        self.stack_bytes = stack_bytes  # a new thread's stack, as glibc sizes it (the stack rlimit)
         self.stack_allowance_bytes = unstarted_threads * stack_bytes
         self.threshold_seed = random.random()  # this worker's draw, kept when the budgets change
         self.reason: str | None = None  # why this worker stopped accepting
@@ -425,12 +427,27 @@ class WorkerRecycler:
             closed = getattr(self.worker, "listeners_closed", None)
             if closed is not None:
                 closed.wait(max(deadline - time.monotonic(), 0))
+            if len(hung) >= getattr(self.worker, "request_threads", len(hung) + 1):
+                self._serve_past_stuck_threads()
             # gthread counts every open connection, including one accepted a
             # moment ago whose request has not started: wait for all but the stuck.
             while self._open_connections() > len(hung) and time.monotonic() < deadline:
                 self._stopping.wait(0.02)
             self.finish()
             return
+
+    def _serve_past_stuck_threads(self) -> None:
+        """Every request thread is stuck (THREADS=1 and one hung request): what was accepted before the
+        listeners closed would wait for a thread that never comes, until the exit cut it. One more thread
+        serves it, its stack given room in the data limit as the boot's threads have."""
+        limit = self.limits.data_limit_bytes
+        if limit is not None:
+            backstop.set_data_limit(limit + self.stack_bytes)
+            self.limits = dataclasses.replace(self.limits, data_limit_bytes=limit + self.stack_bytes)
+        try:
+            self.worker.start_request_thread()
+        except RuntimeError as error:  # the system's thread limit
+            self.worker.log.warning("Worker %s: no thread for what waits behind the stuck: %s", self.pid, error)
 
     def stop_watch(self) -> None:
         """End the timeout watch (and any hold): this worker is ending."""

@@ -101,6 +101,30 @@ def test_a_request_hanging_past_timeout_replaces_the_worker_and_health_keeps_ans
     assert worst_s < 1.0
 
 
+def test_with_one_thread_a_hung_request_replaces_the_worker_and_what_waited_behind_it_is_answered(
+    live_server, memory_cgroup
+):
+    """THREADS=1: the only thread hangs, and the /health asked meanwhile waits behind it in the worker. Once the
+    request is past the timeout the worker is replaced and ends; what waited must be answered, not cut."""
+    server = live_server({"WORKER_TIMEOUT_S": "2", "THREADS": "1"}, app=LEAKY, cgroup=memory_cgroup(512))
+    [stuck_worker] = server.worker_pids()
+    hanging = threading.Thread(target=lambda: _request_quietly(server, "/sleep?ms=30000"))
+    hanging.start()
+    poll_until(lambda: _accepted_connections(server.port) >= 1, 5, "the hanging request accepted")
+    statuses: list = []
+    waiting = [threading.Thread(target=lambda: statuses.append(_request_quietly(server, "/health"))) for _ in range(3)]
+    for request in waiting:
+        request.start()
+    for request in waiting:
+        request.join(25)  # under the 30 s graceful timeout, after which the old exit cut them
+    print(f"\none thread, hung: /health behind it answered {statuses}")
+    assert statuses == [200] * 3
+    # Well before the 30 s graceful timeout: nothing is left for it to wait for but the stuck request.
+    poll_until(lambda: stuck_worker not in server.worker_pids(), 10, "the stuck worker to end")
+    assert "reason=timeout" in server.log()
+    hanging.join(40)
+
+
 def test_sigterm_lets_in_flight_requests_finish_within_graceful_timeout(live_server, memory_cgroup):
     server = live_server(app=LEAKY, cgroup=memory_cgroup(512))
     statuses: list = []

@@ -474,6 +474,40 @@ def test_a_stuck_worker_ends_only_once_its_loop_closed_the_listeners(recyclers):
     assert finished == ["timeout"]
 
 
+@pytest.mark.parametrize("threads, stuck, extra", [(1, 1, 1), (2, 2, 1), (2, 1, 0)])
+def test_when_every_request_thread_is_stuck_one_more_serves_what_waits_with_room_for_its_stack(
+    recyclers, threads, stuck, extra
+):
+    """THREADS=1 and one hung request: connections accepted before the listeners closed would wait for a
+    thread that never comes, until the exit cut them. With a thread still free, none is added."""
+    worker = FakeWorker()
+    worker.request_threads = threads
+    started: list[int] = []
+    worker.start_request_thread = lambda: started.append(1)
+    worker.listeners_closed = threading.Event()
+    worker.listeners_closed.set()
+    recycler = recyclers.make(worker, SharedState(), worker_timeout_s=2)
+    limit_before = recycler.limits.data_limit_bytes
+    finished: list[str | None] = []
+    recycler.finish = lambda: finished.append(recycler.reason)
+    released = threading.Event()
+
+    def stuck_request() -> None:
+        recycler.request_started()
+        released.wait(10)  # alive until the end: a thread's ident is reused once it ends
+
+    for _ in range(stuck):
+        threading.Thread(target=stuck_request).start()
+    poll_until(lambda: len(recycler._in_flight) == stuck, 10, "the stuck requests to start")
+
+    recyclers.clock.advance(recycler.plan.timeout_s + 1)
+    poll_until(lambda: finished, 10, "the timeout watch to replace the worker")
+    released.set()
+    assert len(started) == extra
+    assert recycler.limits.data_limit_bytes == limit_before + extra * recycler.stack_bytes
+    assert recyclers.data_limits[-1] == recycler.limits.data_limit_bytes
+
+
 def test_the_timeout_watch_sleeps_half_the_timeout_while_idle_and_looks_every_second_while_busy(recyclers):
     recycler = recyclers.make(FakeWorker(), SharedState())  # WORKER_TIMEOUT_S=30
     timeout_s = recycler.plan.timeout_s
