@@ -171,13 +171,20 @@ class OverlapWatch:
         self.holds = 0
         self.peak_bytes = 0
         self._last: tuple[float, int] | None = None
+        self._last_kind = ""
 
     def level_bytes(self) -> int:
         """Where the watch acts: the critical level less what can still come after it acts."""
         return self.critical_bytes - margin_bytes(self.rate_bytes_per_s, self.per_request_bytes, self.threads)
 
-    def observe_rate(self, now: float, used_bytes: int) -> None:
-        """The usage's own growth, seen over the watch's looks: it raises the rate the margin allows for."""
+    def observe_rate(self, now: float, used_bytes: int, kind: str = "working set") -> None:
+        """The usage's own growth, seen over the watch's looks: it raises the rate the margin allows for.
+
+        `kind`: what the figure is ("working set", or "usage" with page cache in it); a rate is measured
+        between two figures of one kind only (the working set is below the usage by the inactive cache).
+        """
+        if kind != self._last_kind:
+            self._last, self._last_kind = None, kind
         sample = (now, used_bytes)
         rate = rate_between(self._last, sample, min_span_s=RATE_SPAN_S)
         if rate is not None:
@@ -186,10 +193,13 @@ class OverlapWatch:
         elif self._last is None:
             self._last = sample
 
-    def step(self, now: float, used_bytes: int, booting: bool, retiring: bool) -> str | None:
-        """`booting`: the replacement has not served yet; `retiring`: the old worker takes no more requests."""
+    def step(self, now: float, used_bytes: int, booting: bool, retiring: bool, kind: str = "working set") -> str | None:
+        """`booting`: the replacement has not served yet; `retiring`: the old worker takes no more requests.
+
+        `used_bytes` is the working set, or the cgroup's usage where that is below the level (`needs_working_set`).
+        """
         self.peak_bytes = max(self.peak_bytes, used_bytes)
-        self.observe_rate(now, used_bytes)
+        self.observe_rate(now, used_bytes, kind)
         level = self.level_bytes()
         coming = used_bytes + (self.fresh_bytes if booting else 0)  # a booting replacement's own memory is to come
         if not retiring:
@@ -205,6 +215,11 @@ class OverlapWatch:
             self.holding = False
             return RELEASE
         return None
+
+    def needs_working_set(self, usage_bytes: int, booting: bool) -> bool:
+        """Whether a look must read the working set: the usage (page cache in it, so never below the working
+        set) says everything while it and what is to come stay below the level, where nothing is done."""
+        return usage_bytes + (self.fresh_bytes if booting else 0) >= self.level_bytes()
 
     def room_bytes(self, used_bytes: int) -> int:
         """What is left below the critical level (what the old worker's report may take, at most)."""

@@ -237,6 +237,30 @@ def test_the_watch_retires_a_still_serving_old_worker_and_holds_the_others_once_
     assert any("worker 5002 is gone; the workers take requests again" in line for line in lines)
 
 
+def test_the_watch_reads_the_working_set_only_near_the_level_and_judges_page_cache_by_it(tmp_path, monkeypatch):
+    """A look every 20 ms: memory.stat (0.5 ms at 0.1 CPU) only where the usage cannot settle it."""
+    stat_reads: list[int] = []
+    read = monitor_module.read_working_set
+    monkeypatch.setattr(monitor_module, "read_working_set", lambda cgroup: stat_reads.append(1) or read(cgroup))
+    monitor = monitor_on(tmp_path, usage_mb=300)
+    monitor.shared.request_surge(5002, rate_bytes_per_s=10 * MIB, per_request_bytes=MIB)
+    assert monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.15)[0]
+    surge = monitor.surge = FakeSurge(5002)
+    level_mb = monitor.overlap.level_bytes() / MIB
+    fresh_mb = monitor.overlap.fresh_bytes / MIB
+    stat_reads.clear()
+    for look in range(5):
+        monitor.watch_overlap(look * 0.02)
+    assert stat_reads == [] and surge.retired_early == []
+    # Past the level with what is to come, but page cache: the working set is read, and it is far below.
+    make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=int(level_mb * MIB), inactive_file=100 * MIB)
+    monitor.watch_overlap(0.2)
+    assert stat_reads == [1] and surge.retired_early == []
+    charge(tmp_path, level_mb - fresh_mb)  # the working set itself, with the replacement's boot to come
+    monitor.watch_overlap(0.22)
+    assert stat_reads == [1, 1] and surge.retired_early == [5002]
+
+
 # --- a quiet monitor: the whole report only when it is needed ----------------------------------
 
 

@@ -126,6 +126,26 @@ def test_growth_seen_during_the_overlap_widens_the_margin():
     assert overlap.level_bytes() < before
 
 
+def test_the_working_set_is_needed_only_where_the_usage_and_what_is_to_come_reach_the_level():
+    overlap = watch()
+    level = overlap.level_bytes()
+    assert not overlap.needs_working_set(level - 1, booting=False)
+    assert overlap.needs_working_set(level, booting=False)
+    assert overlap.needs_working_set(level - FRESH, booting=True)  # the booting replacement's memory is to come
+    assert not overlap.needs_working_set(level - FRESH - 1, booting=True)
+
+
+def test_a_rate_is_measured_between_figures_of_one_kind_only():
+    overlap = watch(rate=0.0)
+    overlap.step(0.0, 300 * MIB, booting=False, retiring=True, kind="usage")
+    # The working set is below the usage by the page cache: no fall, and no rise back, is growth.
+    overlap.step(0.2, 250 * MIB, booting=False, retiring=True, kind="working set")
+    overlap.step(0.4, 300 * MIB, booting=False, retiring=True, kind="usage")
+    assert overlap.rate_bytes_per_s == 0
+    overlap.step(0.6, 320 * MIB, booting=False, retiring=True, kind="usage")  # 100 MB a second, usage to usage
+    assert overlap.rate_bytes_per_s == pytest.approx(100 * MIB)
+
+
 def test_the_room_is_what_is_left_below_the_critical_level():
     assert watch().room_bytes(400 * MIB) == 60 * MIB
     assert watch().room_bytes(500 * MIB) == -40 * MIB
