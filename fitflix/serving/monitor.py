@@ -426,12 +426,12 @@ class MemoryMonitor(threading.Thread):
         booting = current.replacement_pid is None
         # The cgroup's usage from a kept fd (2 us) where it settles the look; the working set (memory.stat,
         # about 100 us, 0.5 ms at 0.1 CPU, and a look every 20 ms) only near the level.
-        used_bytes, kind = self._usage.read(), "usage"
-        if used_bytes is None or watch.needs_working_set(used_bytes, booting):
-            used_bytes, kind = read_working_set(self.probe.cgroup), "working set"
+        usage_bytes = used_bytes = self._usage.read()
+        if usage_bytes is None or watch.needs_working_set(usage_bytes, booting):
+            used_bytes = read_working_set(self.probe.cgroup)
         if used_bytes is None:
             return
-        action = watch.step(now, used_bytes, booting=booting, retiring=current.retiring, kind=kind)
+        action = watch.step(now, used_bytes, booting=booting, retiring=current.retiring, usage_bytes=usage_bytes)
         if self.shared is not None:
             self.shared.set_overlap(watch.room_bytes(used_bytes), watch.rate_bytes_per_s)
         if action == RETIRE_NOW and self.surge.retire_early(watch.old_pid):

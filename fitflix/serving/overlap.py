@@ -171,20 +171,13 @@ class OverlapWatch:
         self.holds = 0
         self.peak_bytes = 0
         self._last: tuple[float, int] | None = None
-        self._last_kind = ""
 
     def level_bytes(self) -> int:
         """Where the watch acts: the critical level less what can still come after it acts."""
         return self.critical_bytes - margin_bytes(self.rate_bytes_per_s, self.per_request_bytes, self.threads)
 
-    def observe_rate(self, now: float, used_bytes: int, kind: str = "working set") -> None:
-        """The usage's own growth, seen over the watch's looks: it raises the rate the margin allows for.
-
-        `kind`: what the figure is ("working set", or "usage" with page cache in it); a rate is measured
-        between two figures of one kind only (the working set is below the usage by the inactive cache).
-        """
-        if kind != self._last_kind:
-            self._last, self._last_kind = None, kind
+    def observe_rate(self, now: float, used_bytes: int) -> None:
+        """The usage's own growth, seen over the watch's looks: it raises the rate the margin allows for."""
         sample = (now, used_bytes)
         rate = rate_between(self._last, sample, min_span_s=RATE_SPAN_S)
         if rate is not None:
@@ -193,13 +186,17 @@ class OverlapWatch:
         elif self._last is None:
             self._last = sample
 
-    def step(self, now: float, used_bytes: int, booting: bool, retiring: bool, kind: str = "working set") -> str | None:
+    def step(
+        self, now: float, used_bytes: int, booting: bool, retiring: bool, usage_bytes: int | None = None
+    ) -> str | None:
         """`booting`: the replacement has not served yet; `retiring`: the old worker takes no more requests.
 
-        `used_bytes` is the working set, or the cgroup's usage where that is below the level (`needs_working_set`).
+        `used_bytes` is the working set, or the cgroup's usage where that is below the level (`needs_working_set`);
+        `usage_bytes`, the usage read at every look, is what the rate is measured on (one kind of figure from the
+        first look to the last: the working set is below the usage by the inactive page cache).
         """
         self.peak_bytes = max(self.peak_bytes, used_bytes)
-        self.observe_rate(now, used_bytes, kind)
+        self.observe_rate(now, used_bytes if usage_bytes is None else usage_bytes)
         level = self.level_bytes()
         coming = used_bytes + (self.fresh_bytes if booting else 0)  # a booting replacement's own memory is to come
         if not retiring:

@@ -135,14 +135,14 @@ def test_the_working_set_is_needed_only_where_the_usage_and_what_is_to_come_reac
     assert not overlap.needs_working_set(level - FRESH - 1, booting=True)
 
 
-def test_a_rate_is_measured_between_figures_of_one_kind_only():
+def test_the_rate_is_measured_on_the_usage_read_at_every_look_whichever_figure_is_judged():
     overlap = watch(rate=0.0)
-    overlap.step(0.0, 300 * MIB, booting=False, retiring=True, kind="usage")
-    # The working set is below the usage by the page cache: no fall, and no rise back, is growth.
-    overlap.step(0.2, 250 * MIB, booting=False, retiring=True, kind="working set")
-    overlap.step(0.4, 300 * MIB, booting=False, retiring=True, kind="usage")
-    assert overlap.rate_bytes_per_s == 0
-    overlap.step(0.6, 320 * MIB, booting=False, retiring=True, kind="usage")  # 100 MB a second, usage to usage
+    overlap.step(0.0, 300 * MIB, booting=False, retiring=True, usage_bytes=300 * MIB)
+    # Near the level the working set is judged, below the usage by the page cache: that drop is no shrink
+    # and the rise back no growth; the usage's own 100 MB a second is the rate.
+    overlap.step(0.2, 250 * MIB, booting=False, retiring=True, usage_bytes=320 * MIB)
+    assert overlap.rate_bytes_per_s == pytest.approx(100 * MIB)
+    overlap.step(0.4, 340 * MIB, booting=False, retiring=True, usage_bytes=340 * MIB)
     assert overlap.rate_bytes_per_s == pytest.approx(100 * MIB)
 
 
