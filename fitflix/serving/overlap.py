@@ -198,7 +198,7 @@ class OverlapWatch:
         self.peak_bytes = max(self.peak_bytes, used_bytes)
         self.observe_rate(now, used_bytes if usage_bytes is None else usage_bytes)
         level = self.level_bytes()
-        coming = used_bytes + (self.fresh_bytes if booting else 0)  # a booting replacement's own memory is to come
+        coming = self.coming_bytes(used_bytes, booting)
         if not retiring:
             if coming >= level:
                 return RETIRE_NOW  # asked again on the next look, a no-op: the surge retires once
@@ -213,10 +213,14 @@ class OverlapWatch:
             return RELEASE
         return None
 
+    def coming_bytes(self, used_bytes: int, booting: bool) -> int:
+        """What the watch judges: usage now, and a booting replacement's own memory, which is still to come."""
+        return used_bytes + (self.fresh_bytes if booting else 0)
+
     def needs_working_set(self, usage_bytes: int, booting: bool) -> bool:
         """Whether a look must read the working set: the usage (page cache in it, so never below the working
         set) says everything while it and what is to come stay below the level, where nothing is done."""
-        return usage_bytes + (self.fresh_bytes if booting else 0) >= self.level_bytes()
+        return self.coming_bytes(usage_bytes, booting) >= self.level_bytes()
 
     def room_bytes(self, used_bytes: int) -> int:
         """What is left below the critical level (what the old worker's report may take, at most)."""

@@ -427,8 +427,7 @@ class WorkerRecycler:
             closed = getattr(self.worker, "listeners_closed", None)
             if closed is not None:
                 closed.wait(max(deadline - time.monotonic(), 0))
-            if len(hung) >= getattr(self.worker, "request_threads", len(hung) + 1):
-                self._serve_past_stuck_threads()
+            self._serve_past_stuck_threads(len(hung))
             # gthread counts every open connection, including one accepted a
             # moment ago whose request has not started: wait for all but the stuck.
             while self._open_connections() > len(hung) and time.monotonic() < deadline:
@@ -436,10 +435,14 @@ class WorkerRecycler:
             self.finish()
             return
 
-    def _serve_past_stuck_threads(self) -> None:
-        """Every request thread is stuck (THREADS=1 and one hung request): what was accepted before the
-        listeners closed would wait for a thread that never comes, until the exit cut it. One more thread
-        serves it, its stack given room in the data limit as the boot's threads have."""
+    def _serve_past_stuck_threads(self, stuck: int) -> None:
+        """When every request thread is stuck (THREADS=1 and one hung request), what was accepted before the
+        listeners closed would wait for a thread that never comes, until the exit cut it: one more thread
+        serves it, its stack given room in the data limit as the boot's threads have. FitFlix's worker only
+        (gthread's pool cannot grow)."""
+        threads = getattr(self.worker, "request_threads", None)
+        if threads is None or stuck < threads:
+            return
         limit = self.limits.data_limit_bytes
         if limit is not None:
             backstop.set_data_limit(limit + self.stack_bytes)
