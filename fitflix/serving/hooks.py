@@ -421,7 +421,8 @@ def post_worker_init(worker) -> None:
         if RUNTIME.forked_monotonic is not None:
             # What the master expects a replacement's boot to take, until it has timed one itself.
             RUNTIME.shared.set_last_boot(time.monotonic() - RUNTIME.forked_monotonic)
-        _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid())
+        boot_bytes = _recycler.boot_uss_bytes if _recycler is not None else 0
+        _request_slot = RUNTIME.shared.claim_worker_slot(os.getpid(), boot_bytes)
         if _recycler is not None:
             _recycler.publish_to(_request_slot)
         if RUNTIME.shared.surge_old():  # this may be the replacement the master waits for: it serves now

@@ -4,7 +4,7 @@
 first fork, so every worker inherits it: recycle counts by reason, the pid of
 the worker now recycling for memory (one at a time), the pid the guard asked
 to leave, the worker count the budgets are planned for (it follows TTIN and
-TTOU), the pids of the workers that booted, requests served, the
+TTOU), the pids of the workers that booted and what each held as it booted, requests served, the
 connections the workers cut (slow heads, silent and idle connections),
 whether the master is draining, the worker that asks to be replaced before it
 leaves and the one being replaced now (`fitflix.serving.surge`), and the last
@@ -71,9 +71,10 @@ _DRAINING_OFFSET = _DRAINING * 8
 _SURGE_OLD_OFFSET = _SURGE_OLD * 8
 _PLANNED_OFFSET = _PLANNED * 8
 _PLANNED_FIELD = struct.Struct("<q")
-# worker pid, requests it has served, and its own memory report (bytes, kind): only where the
-# master cannot read a worker's memory itself (no /proc, no psutil)
-_SLOT = struct.Struct("<qQQQ")
+# worker pid, requests it has served, its own memory report (bytes, kind): only where the master
+# cannot read a worker's memory itself (no /proc, no psutil), and what it held when it booted (USS, or
+# its bound: the guard's yardstick for a fresh worker, which the master then need not read from smaps)
+_SLOT = struct.Struct("<qQQQQ")
 _MEMORY = struct.Struct("<QQ")
 WORKER_SLOTS = 64
 # What a published memory figure is (the second field of `_MEMORY`); 0 is nothing published.
@@ -87,6 +88,11 @@ _MAP_BYTES = mmap.PAGESIZE + -(-GROWTH_SLOTS * GROWTH_SLOT_BYTES // mmap.PAGESIZ
 
 def _slot_offset(index: int) -> int:
     return _HEADER.size + index * _SLOT.size
+
+
+# The header and every worker's slot share the first page; the reports of what grew have the pages after it.
+if _slot_offset(WORKER_SLOTS) > mmap.PAGESIZE:
+    raise ImportError(f"the shared state's header and {WORKER_SLOTS} worker slots do not fit in one page")
 
 
 class SharedState:
@@ -146,16 +152,28 @@ class SharedState:
         with self._locked() as fields:
             return fields[_GUARD_TARGET]
 
-    def claim_worker_slot(self, pid: int) -> int | None:
-        """A request-count slot for a new worker; a slot of a dead worker is retired and reused."""
+    def claim_worker_slot(self, pid: int, boot_bytes: int = 0) -> int | None:
+        """A request-count slot for a new worker; a slot of a dead worker is retired and reused.
+
+        `boot_bytes`: what the worker holds as it boots (0: not known), in the slot from the moment the
+        master can see the worker booted (`boot_memory`).
+        """
         with self._locked() as fields:
             for index in range(WORKER_SLOTS):
-                holder, served, _bytes, _kind = _SLOT.unpack_from(self._map, _slot_offset(index))
+                holder, served, *_rest = _SLOT.unpack_from(self._map, _slot_offset(index))
                 if holder == 0 or not pid_alive(holder):
                     fields[_RETIRED] += served
-                    _SLOT.pack_into(self._map, _slot_offset(index), pid, 0, 0, 0)
+                    _SLOT.pack_into(self._map, _slot_offset(index), pid, 0, 0, 0, _count(boot_bytes))
                     return index
         return None
+
+    def boot_memory(self, pids) -> dict[int, int]:
+        """What each of these workers held when it booted, as it said when it claimed its slot; a worker that
+        said nothing (0) is left out."""
+        wanted = set(pids)
+        with self._locked():
+            slots = [_SLOT.unpack_from(self._map, _slot_offset(index)) for index in range(WORKER_SLOTS)]
+        return {slot[0]: slot[4] for slot in slots if slot[0] in wanted and slot[4]}
 
     def worker_pids(self) -> list[int]:
         """The live workers of this server: each claimed its slot after it booted, and only a worker does.
@@ -213,7 +231,7 @@ class SharedState:
                 memory_bytes, kind = fields[_MASTER_MEMORY : _MASTER_MEMORY + 2]
             else:
                 for index in range(WORKER_SLOTS):
-                    holder, _served, memory_bytes, kind = _SLOT.unpack_from(self._map, _slot_offset(index))
+                    holder, _served, memory_bytes, kind, _boot = _SLOT.unpack_from(self._map, _slot_offset(index))
                     if holder == pid:
                         break
                 else:
@@ -332,10 +350,10 @@ class SharedState:
                 if fields[slot] == pid:
                     fields[slot] = 0
             for index in range(WORKER_SLOTS):
-                holder, served, _bytes, _kind = _SLOT.unpack_from(self._map, _slot_offset(index))
+                holder, served, *_rest = _SLOT.unpack_from(self._map, _slot_offset(index))
                 if holder == pid:
                     fields[_RETIRED] += served
-                    _SLOT.pack_into(self._map, _slot_offset(index), 0, 0, 0, 0)
+                    _SLOT.pack_into(self._map, _slot_offset(index), 0, 0, 0, 0, 0)
 
 
 def _count(value: float) -> int:

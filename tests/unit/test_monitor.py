@@ -9,6 +9,7 @@ import pytest
 from fitflix.memory import report as report_module
 from fitflix.memory.report import MemoryProbe
 from fitflix.serving import monitor as monitor_module
+from fitflix.serving import state as state_module
 from fitflix.serving.monitor import MemoryMonitor
 from fitflix.serving.recycle import GUARD_COOLDOWN_S
 from fitflix.serving.recycler import CLEANUP_SIGNAL
@@ -211,6 +212,31 @@ def test_a_forecast_that_fits_starts_the_watch_and_one_that_does_not_never_does(
     assert not fits and "past the critical level" in why and monitor.overlap is None
 
 
+def test_the_admission_judges_on_the_usage_alone_when_the_overlap_fits_on_it_and_on_the_working_set_else(
+    tmp_path, monkeypatch
+):
+    """The usage (a kept fd) is never below the working set; the whole cgroup read is for a close call."""
+    cgroup_reads: list[int] = []
+    read = monitor_module.MemoryProbe.container_memory
+    monkeypatch.setattr(
+        monitor_module.MemoryProbe, "container_memory", lambda probe: cgroup_reads.append(1) or read(probe)
+    )
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()  # a whole report: the cgroup's limit is the service's
+    monitor.tick()  # under the warning level: its figure is the usage
+    monitor.shared.request_surge(5002, rate_bytes_per_s=10 * MIB, per_request_bytes=MIB)
+    cgroup_reads.clear()
+    fits, why = monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.15)
+    assert fits and why.startswith("100.0MB used") and cgroup_reads == []
+    assert monitor.overlap is not None
+    monitor.overlap = None
+    # 450 MB charged, 200 of it inactive page cache: on the usage it would not fit, on the working set it does.
+    make_cgroup_v1(tmp_path, "/app", limit_bytes=512 * MIB, usage=450 * MIB, inactive_file=200 * MIB)
+    fits, why = monitor.room_for_one_more(5002, boot_s=0.05, handover_s=0.15)
+    assert fits and why.startswith("250.0MB used") and cgroup_reads == [1]
+    assert monitor.overlap is not None
+
+
 def test_the_watch_retires_a_still_serving_old_worker_and_holds_the_others_once_it_drains(tmp_path):
     monitor = monitor_on(tmp_path, usage_mb=300)
     monitor.shared.request_surge(5002, rate_bytes_per_s=10 * MIB, per_request_bytes=MIB)
@@ -306,6 +332,24 @@ def test_a_worker_that_booted_is_read_alone_once_for_what_a_fresh_worker_holds(t
     # Its own smaps, once: not a whole report (the master's and every worker's), which cost 2-3 ms a recycle.
     assert read == [5004] and monitor.reports == 1
     assert monitor.guard_policy.fresh_worker_uss_bytes == 12 * MIB
+
+
+def test_a_worker_that_said_what_it_held_at_boot_is_not_read_and_its_word_is_the_yardstick(tmp_path, sent, monkeypatch):
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()
+    make_proc(tmp_path, 5004, MASTER, smaps_rollup=smaps_rollup_text(25 * 1024, 12 * 1024, 0, 12 * 1024))
+    make_proc(tmp_path, 5005, MASTER, smaps_rollup=smaps_rollup_text(25 * 1024, 14 * 1024, 0, 14 * 1024))
+    monitor.live_workers.update({5004: 12, 5005: 14})
+    monkeypatch.setattr(state_module, "pid_alive", lambda pid: True)  # fake pids: a claimed slot stays theirs
+    monitor.shared.claim_worker_slot(5004, boot_bytes=11 * MIB)  # its recycler's bound, as post_worker_init says it
+    monitor.shared.claim_worker_slot(5005)  # no recycler: it says nothing
+    read = []
+    real = report_module.read_process_memory
+    monkeypatch.setattr(report_module, "read_process_memory", lambda pid, *args: read.append(pid) or real(pid, *args))
+    monitor.tick()
+    # The one that said nothing is read from its smaps; the one that said is taken at its word.
+    assert read == [5005] and monitor.reports == 1
+    assert monitor.guard_policy.fresh_worker_uss_bytes == 11 * MIB
 
 
 class ArmedAlarm:

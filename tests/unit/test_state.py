@@ -30,6 +30,18 @@ def test_worker_slots_run_out_without_an_error(state):
     assert state.claim_worker_slot(me) is None
 
 
+def test_what_a_worker_held_at_boot_is_kept_with_its_slot_and_goes_with_it(state):
+    me, parent = os.getpid(), os.getppid()  # two live pids: a claimed slot stays theirs
+    state.claim_worker_slot(me, boot_bytes=12 * 2**20)
+    state.claim_worker_slot(parent)  # said nothing
+    state.publish_memory(0, 30 * 2**20, peak=False)  # the memory report beside it is its own field
+    assert state.boot_memory([me, parent, 1]) == {me: 12 * 2**20}
+    state.release(me)
+    assert state.boot_memory([me, parent]) == {}
+    state.claim_worker_slot(me, boot_bytes=-5)  # never below 0: said nothing
+    assert state.boot_memory([me]) == {}
+
+
 def test_growth_reports_keep_the_last_few_newest_first_and_count_them_all():
     from fitflix.serving.state import GROWTH_SLOT_BYTES, GROWTH_SLOTS
 

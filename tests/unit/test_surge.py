@@ -362,6 +362,8 @@ def test_a_worker_claims_its_slot_and_wakes_the_master_only_once_its_recycler_is
     events: list[str] = []
 
     class Recycler:
+        boot_uss_bytes = 9 * 2**20  # what it measured as the worker booted
+
         def __init__(self, *_args, **_kwargs) -> None:
             events.append(f"recycler, booted workers {shared.worker_pids()}")
 
@@ -389,6 +391,8 @@ def test_a_worker_claims_its_slot_and_wakes_the_master_only_once_its_recycler_is
 
     assert events == ["recycler, booted workers []", "publish to slot 0", f"wake 4242, booted [{os.getpid()}]"]
     assert hooks._request_slot == 0
+    # With its slot the worker says what it held as it booted: the master's yardstick for a fresh worker.
+    assert shared.boot_memory([os.getpid()]) == {os.getpid(): 9 * 2**20}
 
 
 def test_pre_fork_collects_and_freezes_without_walking_what_is_frozen(monkeypatch):
