@@ -10,7 +10,6 @@ import base64
 import logging
 import os
 import sys
-import threading
 from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,9 +294,8 @@ def stop_recyclers(recyclers) -> None:
     """Stop each WorkerRecycler's request-timeout thread and wait for it (a fixture's teardown)."""
     for recycler in recyclers:
         recycler.stop_watch()
-    for thread in threading.enumerate():
-        if thread.name == "fitflix-request-timeout":
-            thread.join(timeout=5)
+    for recycler in recyclers:
+        assert recycler.join_watch(5), "a recycler's timeout watch did not end"
 
 
 # --- psutil as a Mac has it, for the readers of hosts without /proc ----------------------------

@@ -8,7 +8,6 @@ numbers.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -47,10 +46,10 @@ class WorkerLimits:
 BORN_FAR_BELOW_FRACTION = 0.5
 
 
-def draw_threshold(budget_mb: int, rng: random.Random) -> int:
-    """A per-worker threshold in [budget x (1 - jitter), budget] bytes."""
+def draw_threshold(budget_mb: int, draw: float) -> int:
+    """A per-worker threshold in [budget x (1 - jitter), budget] bytes; `draw` is the worker's, in [0, 1)."""
     budget_bytes = budget_mb * MIB
-    return int(budget_bytes * (1 - THRESHOLD_JITTER_FRACTION * rng.random()))
+    return int(budget_bytes * (1 - THRESHOLD_JITTER_FRACTION * draw))
 
 
 def backstop_data_limit(data_bytes: int, uss_bytes: int, hard_cap_bytes: int, stack_allowance_bytes: int) -> int:

@@ -35,17 +35,17 @@ DATA_EDGE = int(1000 * MIB * DATA_LIMIT_RECYCLE_FRACTION)
 @pytest.mark.parametrize("budget_mb", [16, 90, 361, 2000])
 def test_draw_threshold_stays_within_the_jitter_band(budget_mb):
     budget_bytes = budget_mb * MIB
-    thresholds = [draw_threshold(budget_mb, random.Random(seed)) for seed in range(500)]
+    thresholds = [draw_threshold(budget_mb, random.Random(seed).random()) for seed in range(500)]
 
     assert all(budget_bytes * 0.9 <= threshold <= budget_bytes for threshold in thresholds)
     # spread over the band, not stuck at one end
     assert min(thresholds) < budget_bytes * 0.92 and max(thresholds) > budget_bytes * 0.98
 
 
-def test_draw_threshold_differs_across_seeds_and_repeats_for_one():
-    assert draw_threshold(361, random.Random(1)) != draw_threshold(361, random.Random(2))
-    assert draw_threshold(361, random.Random(7)) == draw_threshold(361, random.Random(7))
-    assert len({draw_threshold(361, random.Random(seed)) for seed in range(50)}) > 40
+def test_draw_threshold_spreads_the_workers_draws_and_the_budget_is_its_top():
+    assert draw_threshold(361, 0.0) == 361 * MIB  # the whole budget at one end of the band
+    assert draw_threshold(361, 0.25) > draw_threshold(361, 0.75)
+    assert len({draw_threshold(361, random.Random(seed).random()) for seed in range(50)}) > 40
 
 
 @pytest.mark.parametrize(

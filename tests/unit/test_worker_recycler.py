@@ -622,9 +622,7 @@ def test_a_worker_on_its_peak_recycles_for_memory_with_no_backstop_and_publishes
         assert state.published_memory(os.getpid()) == ((plan.worker_budget_mb + 1) * MIB, "peak")
     finally:
         recycler.stop_watch()
-        for thread in threading.enumerate():
-            if thread.name == "fitflix-request-timeout":
-                thread.join(timeout=5)
+        assert recycler.join_watch(5)
 
 
 # --- replace, then retire: what it tells the master, the hold, its report's budget ---------------
