@@ -159,6 +159,9 @@ class Row:
     cpus: float | None = None  # a CPU quota on the peer's cgroup; None: none
     label: str | None = None  # its name in the figure's title (None: not named there)
     surge_targets: bool = False  # the replace-first targets are judged on this row
+    # The same load with no recycle, run for the rows at the same quota: what a recycle costs in CPU is the
+    # difference over the recycles.
+    baseline: bool = False
 
     @property
     def pace_s(self) -> float:
@@ -224,6 +227,11 @@ def line_up(part: Part) -> list[Row]:
         ),
         Row(at_quota(surge), cpus=QUOTA_CPUS, surge_targets=True),
         Row(at_quota(no_surge), cpus=QUOTA_CPUS),
+        Row(
+            at_quota(peers.fitflix(APP, {"MAX_REQUESTS": "0"}, name="fitflix MAX_REQUESTS=0 (no recycle)")),
+            cpus=QUOTA_CPUS,
+            baseline=True,
+        ),
         Row(peers.fitflix(APP, leak, name="fitflix WORKER_MAX_MEMORY_MB=80 + leak 2 MB/req"), "/bench/leak?mb=2"),
         Row(
             peers.fitflix(
@@ -306,7 +314,9 @@ def run(scale: Scale) -> Part:
         "latency, median over recycles (max in brackets); 'away from recycles' = the same over windows as long "
         "halfway between recycles (what the load costs with no recycle in it). The log column: the recycle "
         "reasons, and how the master replaced each worker ('Worker NEW serves; retiring worker OLD' = replaced "
-        "first, 'Retiring worker OLD without a replacement first').",
+        "first, 'Retiring worker OLD without a replacement first'). MAX_REQUESTS=0 at the quota runs the same "
+        "load with no recycle: what a recycle costs in CPU (the notes) is a row's cgroup CPU less that one's, "
+        "scaled to the same request count, over its recycles.",
         [
             "peer",
             "CPU",
@@ -324,6 +334,7 @@ def run(scale: Scale) -> Part:
     )
     rows = line_up(part)
     measured_by_peer: dict[str, Measured] = {}
+    cpu_by_row: dict[str, tuple[float, int, int]] = {}  # at a quota: (CPU ms, recycles, requests)
     figure: list[plots.AroundRecycles] = []
     gap_by_label: dict[str, float] = {}
     for row in rows:
@@ -395,6 +406,8 @@ def run(scale: Scale) -> Part:
             f"{statistics.median(quiet):.0f}" if quiet else "-",
             log_cell,
         )
+        if cpu_before is not None and cpu_after is not None and samples:
+            cpu_by_row[peer.name] = ((cpu_after[0] - cpu_before[0]) / 1e6, len(events), len(samples))
         if cpu_before is not None and cpu_after is not None:
             part.notes.append(
                 f"{peer.name}: during the load the cgroup used {(cpu_after[0] - cpu_before[0]) / 1e9:.1f} s of CPU "
@@ -409,6 +422,7 @@ def run(scale: Scale) -> Part:
             part.notes.append(
                 f"{peer.name}: stopped at the {scale.recycle_time_limit_s:g} s time bound after {len(samples)} requests"
             )
+    part.notes += recycle_cpu_notes(rows, cpu_by_row)
     if figure:
         finding = ", ".join(f"{label} {gap:,.0f} ms" for label, gap in gap_by_label.items())
         part.pictures.append(
@@ -438,6 +452,25 @@ def run(scale: Scale) -> Part:
                 row.peer.name, row.pace_s, measured_by_peer.get(row.peer.name), row.surge_added_ms
             )
     return part
+
+
+def recycle_cpu_notes(rows: Sequence[Row], cpu_by_row: dict[str, tuple[float, int, int]]) -> list[str]:
+    """What a recycle costs at the quota: each row's CPU less the no-recycle row's, per recycle."""
+    baseline = next((row.peer.name for row in rows if row.baseline and row.peer.name in cpu_by_row), None)
+    if baseline is None:
+        return []
+    base_ms, _none, base_requests = cpu_by_row[baseline]
+    notes = []
+    for name, (used_ms, recycles, requests) in cpu_by_row.items():
+        if name == baseline or not recycles:
+            continue
+        per_recycle_ms = (used_ms - base_ms * requests / base_requests) / recycles
+        notes.append(
+            f"{name}: a recycle cost {per_recycle_ms:.1f} ms of the cgroup's CPU ({used_ms:,.0f} ms for {requests:,} "
+            f"requests and {recycles} recycles, less {baseline}'s {base_ms:,.0f} ms for {base_requests:,}, "
+            f"scaled to the same count; quota {QUOTA_CPUS * 100:g} ms a 100 ms period)"
+        )
+    return notes
 
 
 def cpu_figures(running) -> tuple[int, int]:

@@ -95,3 +95,14 @@ def test_the_surge_targets_without_a_run_or_a_recycle_are_not_measured():
     assert [target.measured for target in surge_targets("fitflix", 0.01, measured([], []))] == [
         "no recycle observed"
     ] * 3
+
+
+def test_a_recycles_cpu_is_each_rows_cpu_less_the_no_recycle_rows_scaled_to_its_requests():
+    from bench.peers import fitflix
+    from bench.recycle import Row, recycle_cpu_notes
+
+    rows = [Row(fitflix("app", {}, name="recycling"), cpus=0.1), Row(fitflix("app", {}, name="none"), baseline=True)]
+    # 1,000 ms for 1,000 requests and 10 recycles, against 400 ms for 500 requests without one: 20 ms each.
+    notes = recycle_cpu_notes(rows, {"recycling": (1000.0, 10, 1000), "none": (400.0, 0, 500)})
+    assert len(notes) == 1 and notes[0].startswith("recycling: a recycle cost 20.0 ms of the cgroup's CPU")
+    assert recycle_cpu_notes(rows, {"recycling": (1000.0, 10, 1000)}) == []  # no baseline run: nothing to say
