@@ -324,6 +324,8 @@ def test_a_worker_that_booted_is_read_alone_once_for_what_a_fresh_worker_holds(t
     monitor.tick()
     make_proc(tmp_path, 5004, MASTER, smaps_rollup=smaps_rollup_text(25 * 1024, 12 * 1024, 0, 12 * 1024))
     monitor.live_workers[5004] = 12
+    monkeypatch.setattr(state_module, "pid_alive", lambda pid: True)  # a fake pid: its slot stays its own
+    monitor.shared.claim_worker_slot(5004)  # booted, and said nothing (no recycler)
     read = []
     real = report_module.read_process_memory
     monkeypatch.setattr(report_module, "read_process_memory", lambda pid, *args: read.append(pid) or real(pid, *args))
@@ -350,6 +352,23 @@ def test_a_worker_that_said_what_it_held_at_boot_is_not_read_and_its_word_is_the
     # The one that said nothing is read from its smaps; the one that said is taken at its word.
     assert read == [5005] and monitor.reports == 1
     assert monitor.guard_policy.fresh_worker_uss_bytes == 11 * MIB
+
+
+def test_a_worker_forked_but_not_booted_is_left_for_a_look_after_it_claims_its_slot(tmp_path, sent, monkeypatch):
+    """At 0.1 CPU a look often falls between a fork and the claim: the USS then is not what a fresh worker holds."""
+    monitor = monitor_on(tmp_path, usage_mb=100)
+    monitor.tick()
+    make_proc(tmp_path, 5004, MASTER, smaps_rollup=smaps_rollup_text(3 * 1024, 2 * 1024, 0, 2 * 1024))
+    monitor.live_workers[5004] = 2  # in the arbiter's list from its fork on
+    read = []
+    real = report_module.read_process_memory
+    monkeypatch.setattr(report_module, "read_process_memory", lambda pid, *args: read.append(pid) or real(pid, *args))
+    monitor.tick()
+    assert read == [] and monitor.guard_policy.fresh_worker_uss_bytes != 2 * MIB
+    monkeypatch.setattr(state_module, "pid_alive", lambda pid: True)
+    monitor.shared.claim_worker_slot(5004, boot_bytes=9 * MIB)  # booted
+    monitor.tick()
+    assert read == [] and monitor.guard_policy.fresh_worker_uss_bytes == 9 * MIB
 
 
 class ArmedAlarm:
